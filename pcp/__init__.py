@@ -1,0 +1,1 @@
+"""pcp package."""

@@ -1,0 +1,1 @@
+"""pgpool/auth package."""

@@ -1,0 +1,442 @@
+"""The parent process: sockets, shared memory, preforked workers, reload, shutdown, node requests.
+
+Signal handlers only record the signal (through a wakeup pipe); the main loop acts on them at a
+safe point: reap and respawn workers, reload on SIGHUP, smart / fast / immediate shutdown on
+SIGTERM / SIGINT / SIGQUIT, and drain the node request ring on SIGUSR1.
+"""
+
+import errno
+import os
+import select
+import signal
+import socket
+import time
+
+from pgpool import log
+from pgpool.config import ConfigError, load_config
+from pgpool.state import shm as S
+from pgpool.state import probe
+from pgpool.state.status_file import read_status_file, write_status_file
+
+FATAL_EXIT = 3
+# A worker that dies this soon after its start, this many times in a row, means the server
+# cannot work (bad environment, bug at start): stop instead of forking in a loop.
+FAST_DEATH_SECONDS = 2.0
+FAST_DEATH_LIMIT = 10
+
+
+class StartupFailure(Exception):
+    """The server cannot start; the message says why."""
+
+
+def _create_listeners(cfg) -> list[socket.socket]:
+    socks = []
+    backlog = max(1, int(cfg.num_init_children * cfg.listen_backlog_multiplier))
+    for d in cfg.unix_socket_directories:
+        path = os.path.join(d, f".s.PGSQL.{cfg.port}")
+        try:
+            if os.path.exists(path):
+                os.unlink(path)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(path)
+            os.chmod(path, int(str(cfg.unix_socket_permissions), 8)
+                     if isinstance(cfg.unix_socket_permissions, str)
+                     else cfg.unix_socket_permissions)
+            s.listen(backlog)
+        except OSError as e:
+            raise StartupFailure(f"failed to create INET domain socket: could not bind Unix "
+                                 f"socket \"{path}\": {e.strerror}") from e
+        socks.append(s)
+    addrs = [a.strip() for a in str(cfg.listen_addresses).split(",") if a.strip()]
+    for a in addrs:
+        host = None if a == "*" else a
+        try:
+            infos = socket.getaddrinfo(host, cfg.port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                       0, socket.AI_PASSIVE)
+        except socket.gaierror as e:
+            raise StartupFailure(f"could not resolve listen address \"{a}\": {e}") from e
+        seen = set()
+        for family, stype, proto, _, sockaddr in infos:
+            if sockaddr in seen:
+                continue
+            seen.add(sockaddr)
+            s = socket.socket(family, stype, proto)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                s.bind(sockaddr)
+                s.listen(backlog)
+            except OSError as e:
+                s.close()
+                if e.errno == errno.EADDRNOTAVAIL and a in ("*", "localhost"):
+                    continue      # e.g. no IPv6 on this host
+                for o in socks:
+                    o.close()
+                raise StartupFailure(f"failed to create INET domain socket: could not bind "
+                                     f"{sockaddr[0]}:{sockaddr[1]}: {e.strerror}") from e
+            socks.append(s)
+    if not socks:
+        raise StartupFailure("no socket to listen on: listen_addresses and "
+                             "unix_socket_directories are both empty")
+    return socks
+
+
+class Server:
+    def __init__(self, cfg, config_file: str, pcp_file: str | None, hba_file: str | None,
+                 discard_status: bool = False):
+        self.cfg = cfg
+        self.config_file = config_file
+        self.pcp_file = pcp_file
+        self.hba_file = hba_file
+        self.discard_status = discard_status
+        self.shm: S.SharedState | None = None
+        self.listeners: list[socket.socket] = []
+        self.hba = None
+        self.pool_passwd = None
+        self.children: dict[int, int] = {}        # pid -> worker index
+        self.child_started: dict[int, float] = {}
+        self.fast_deaths = 0
+        self.shutdown_mode = None
+        self.pending_signals: list[int] = []
+        self._wakeup_r = self._wakeup_w = -1
+
+    # ---- files read at start and on reload ---------------------------------------------
+
+    def _load_auth_files(self, cfg) -> None:
+        from pgpool.auth.hba import load_hba
+        from pgpool.auth.pool_passwd import PoolPasswd
+        base = os.path.dirname(os.path.abspath(self.config_file))
+        if cfg.enable_pool_hba:
+            path = self.hba_file or os.path.join(base, "pool_hba.conf")
+            self.hba = load_hba(path)
+        else:
+            self.hba = None
+        pp = cfg.pool_passwd
+        if pp:
+            path = pp if os.path.isabs(pp) else os.path.join(base, pp)
+            self.pool_passwd = PoolPasswd(path)
+        else:
+            self.pool_passwd = None
+
+    def reload_config(self, quiet: bool = False):
+        """Re-read pgpool.conf (and pool_hba.conf); returns the new Config or None on error
+        (the previous configuration stays in force)."""
+        try:
+            new = load_config(self.config_file)
+            self._load_auth_files(new)
+        except (ConfigError, OSError, Exception) as e:  # noqa: BLE001 - keep serving
+            log.log("ERROR", f"failed to reload the configuration: {e}",
+                    detail="the previous configuration stays in force")
+            return None
+        if not quiet:
+            changed = self.cfg.changed_needing_restart(new)
+            for name in changed:
+                log.log("LOG", f"parameter \"{name}\" changed in \"{self.config_file}\" but "
+                               "cannot be changed without restarting the server")
+        return new
+
+    # ---- startup ---------------------------------------------------------------------------
+
+    def _init_backends(self) -> None:
+        cfg = self.cfg
+        shm = self.shm
+        status_path = os.path.join(cfg.logdir, "pgpool_status")
+        saved = None
+        if self.discard_status:
+            try:
+                os.unlink(status_path)
+            except FileNotFoundError:
+                pass
+        else:
+            saved = read_status_file(status_path, len(cfg.backends))
+        now = int(time.time())
+        for b in cfg.backends:
+            slot = shm.backends[b.node_id]
+            slot.weight = b.weight
+            slot.status = S.CON_CONNECT_WAIT
+            if saved is not None and saved[b.node_id] == "down":
+                slot.status = S.CON_DOWN
+            slot.status_changed_time = now
+        shm.header.num_backends = len(cfg.backends)
+        shm.bump()
+
+    def _find_primary(self, wait: float) -> int:
+        """Node answering pg_is_in_recovery() = false, polled for up to `wait` seconds."""
+        cfg = self.cfg
+        deadline = time.monotonic() + wait
+        while True:
+            for b in cfg.backends:
+                if self.shm.backends[b.node_id].status == S.CON_DOWN:
+                    continue
+                if "ALWAYS_PRIMARY" in b.flag:
+                    return b.node_id
+                r = probe.is_in_recovery(cfg, b.node_id, timeout=5.0)
+                if r is False:
+                    return b.node_id
+            if time.monotonic() >= deadline:
+                return -1
+            time.sleep(1)
+
+    def _set_roles(self) -> None:
+        cfg = self.cfg
+        shm = self.shm
+        live = [b.node_id for b in cfg.backends if shm.backends[b.node_id].status != S.CON_DOWN]
+        shm.header.main_node_id = live[0] if live else -1
+        if cfg.clustering_mode == "streaming_replication":
+            primary = self._find_primary(wait=min(10, cfg.search_primary_node_timeout or 10))
+            shm.header.primary_node_id = primary
+            if primary < 0:
+                log.log("LOG", "find_primary_node: primary node not found; writes will fail "
+                               "until one is found")
+            else:
+                log.log("LOG", f"find_primary_node: primary node is {primary}")
+            for b in cfg.backends:
+                shm.backends[b.node_id].role = S.ROLE_PRIMARY if b.node_id == primary \
+                    else S.ROLE_STANDBY
+        else:
+            shm.header.primary_node_id = shm.header.main_node_id
+            for b in cfg.backends:
+                shm.backends[b.node_id].role = S.ROLE_MAIN \
+                    if b.node_id == shm.header.main_node_id else S.ROLE_REPLICA
+        for b in cfg.backends:
+            if shm.backends[b.node_id].status == S.CON_CONNECT_WAIT:
+                shm.backends[b.node_id].status = S.CON_UP
+        shm.bump()
+
+    def start(self) -> None:
+        cfg = self.cfg
+        self._load_auth_files(cfg)
+        self.shm = S.SharedState(cfg.num_init_children, cfg.max_pool, len(cfg.backends))
+        self.shm.header.parent_pid = os.getpid()
+        self._init_backends()
+        self.listeners = _create_listeners(cfg)
+        self._set_roles()
+        self._write_status()
+
+    def _write_status(self) -> None:
+        cfg = self.cfg
+        states = []
+        for b in cfg.backends:
+            st = self.shm.backends[b.node_id].status
+            states.append("down" if st == S.CON_DOWN else "up")
+        if states and all(s == "down" for s in states):
+            return
+        try:
+            write_status_file(os.path.join(cfg.logdir, "pgpool_status"), states)
+        except OSError as e:
+            log.log("WARNING", f"failed to write pgpool_status: {e}")
+
+    # ---- workers ---------------------------------------------------------------------------
+
+    def _fork_worker(self, index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                from pgpool.processes.worker import Worker
+                os.close(self._wakeup_r)
+                os.close(self._wakeup_w)
+                code = Worker(index, self).run()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException as e:  # noqa: BLE001 - report and let the parent decide
+                try:
+                    log.log("FATAL", f"worker failed: {e.__class__.__name__}: {e}")
+                except Exception:   # noqa: BLE001
+                    pass
+                code = FATAL_EXIT
+            finally:
+                os._exit(code)
+        self.children[pid] = index
+        self.child_started[pid] = time.monotonic()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            index = self.children.pop(pid, None)
+            started = self.child_started.pop(pid, time.monotonic())
+            if index is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if self.shutdown_mode is not None:
+                continue
+            if code == FATAL_EXIT:
+                log.log("FATAL", f"worker process {pid} could not start; shutting down")
+                self.shutdown_mode = signal.SIGINT
+                return
+            if code < 0:
+                log.log("WARNING", f"child process with pid: {pid} was terminated by signal "
+                                   f"{-code}; restarting it")
+            elif code not in (0, 1):
+                log.log("WARNING", f"child process with pid: {pid} exited with status {code}")
+            if time.monotonic() - started < FAST_DEATH_SECONDS and code != 0:
+                self.fast_deaths += 1
+                if self.fast_deaths >= FAST_DEATH_LIMIT:
+                    log.log("FATAL", "worker processes keep dying at start; shutting down")
+                    self.shutdown_mode = signal.SIGINT
+                    return
+            else:
+                self.fast_deaths = 0
+            self._fork_worker(index)
+
+    # ---- node requests (failover lives in a later release: detach and restart workers) ---
+
+    def _handle_requests(self) -> None:
+        for kind, node, _flags, _who in self.shm.pop_requests():
+            if node < 0 or node >= len(self.cfg.backends):
+                continue
+            slot = self.shm.backends[node]
+            if kind == S.REQ_NODE_DOWN and slot.status != S.CON_DOWN:
+                if "DISALLOW_TO_FAILOVER" in self.cfg.backends[node].flag:
+                    log.log("LOG", f"node {node} failed but failover is disallowed for it")
+                    continue
+                live = [b.node_id for b in self.cfg.backends if b.node_id != node
+                        and self.shm.backends[b.node_id].status != S.CON_DOWN]
+                if not live:
+                    log.log("LOG", f"node {node} failed but it is the last live node; "
+                                   "not detaching it")
+                    continue
+                log.log("LOG", f"starting degeneration. shutdown host "
+                               f"{self.cfg.backends[node].hostname}"
+                               f"({self.cfg.backends[node].port})")
+                self.shm.set_backend(node, status=S.CON_DOWN)
+                if self.shm.header.main_node_id == node:
+                    self.shm.header.main_node_id = live[0]
+                if self.shm.header.primary_node_id == node:
+                    self.shm.header.primary_node_id = -1
+                self.shm.bump()
+                self._write_status()
+                for pid in list(self.children):
+                    try:
+                        os.kill(pid, signal.SIGQUIT)
+                    except OSError:
+                        pass
+                log.log("LOG", f"failover: node {node} detached; workers restarted")
+
+    # ---- main loop -------------------------------------------------------------------------
+
+    def _on_signal(self, signum, frame) -> None:
+        self.pending_signals.append(signum)
+
+    def run(self) -> int:
+        log.set_process("main")
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        os.set_blocking(self._wakeup_r, False)
+        os.set_blocking(self._wakeup_w, False)
+        signal.set_wakeup_fd(self._wakeup_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                    signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for i in range(self.cfg.num_init_children):
+            self._fork_worker(i)
+        log.log("LOG", f"pgpool-II successfully started. version {self._version()}")
+        next_primary_search = time.monotonic() + 5
+        while self.shutdown_mode is None:
+            try:
+                select.select([self._wakeup_r], [], [], 3.0)
+            except InterruptedError:
+                pass
+            try:
+                while os.read(self._wakeup_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            sigs, self.pending_signals = self.pending_signals, []
+            for sig in sigs:
+                if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                    self.shutdown_mode = sig
+                elif sig == signal.SIGHUP:
+                    self._reload()
+                elif sig == signal.SIGUSR1:
+                    self._handle_requests()
+            self._reap()
+            self._handle_requests()
+            if (self.shutdown_mode is None and self.cfg.clustering_mode == "streaming_replication"
+                    and self.shm.header.primary_node_id < 0
+                    and time.monotonic() >= next_primary_search):
+                self._retry_primary_search()
+                next_primary_search = time.monotonic() + 5
+        return self._shutdown()
+
+    def _retry_primary_search(self) -> None:
+        primary = self._find_primary(wait=0)
+        if primary >= 0:
+            log.log("LOG", f"find_primary_node: primary node is {primary}")
+            self.shm.header.primary_node_id = primary
+            for b in self.cfg.backends:
+                self.shm.backends[b.node_id].role = S.ROLE_PRIMARY if b.node_id == primary \
+                    else S.ROLE_STANDBY
+            self.shm.bump()
+
+    def _reload(self) -> None:
+        log.log("LOG", "reload config files.")
+        new = self.reload_config()
+        if new is None:
+            return
+        # settings that need a restart keep their running value
+        for name in self.cfg.changed_needing_restart(new):
+            new.values[name] = self.cfg.values[name]
+            if name in new.node_values:
+                new.node_values[name] = self.cfg.node_values[name]
+        new._finish()
+        self.cfg = new
+        log.configure(new)
+        for b in new.backends:
+            self.shm.backends[b.node_id].weight = b.weight
+        self.shm.bump()
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except OSError:
+                pass
+
+    def _shutdown(self) -> int:
+        mode = self.shutdown_mode
+        name = {signal.SIGTERM: "smart", signal.SIGINT: "fast",
+                signal.SIGQUIT: "immediate"}.get(mode, "fast")
+        log.log("LOG", f"received {name} shutdown request")
+        for s in self.listeners:
+            try:
+                s.close()
+            except OSError:
+                pass
+        for d in self.cfg.unix_socket_directories:
+            try:
+                os.unlink(os.path.join(d, f".s.PGSQL.{self.cfg.port}"))
+            except OSError:
+                pass
+        for pid in list(self.children):
+            try:
+                os.kill(pid, mode)
+            except OSError:
+                pass
+        deadline = None if mode == signal.SIGTERM else time.monotonic() + 10
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            self.children.pop(pid, None)
+            if deadline is not None and time.monotonic() > deadline:
+                for p in self.children:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except OSError:
+                        pass
+        self._write_status()
+        log.log("LOG", "pgpool-II shut down")
+        return 0
+
+    @staticmethod
+    def _version() -> str:
+        from pgpool import POOL_CODENAME, POOL_VERSION
+        return f"{POOL_VERSION} ({POOL_CODENAME})"

@@ -1,0 +1,162 @@
+"""One connection from a worker to one PostgreSQL backend: connect, start up, authenticate."""
+
+import socket
+import struct
+
+from pgpool.protocol import messages as m
+
+_I32 = struct.Struct("!i")
+
+
+class BackendError(Exception):
+    """A backend could not be reached or refused the session.
+
+    `fields` holds the backend's ErrorResponse fields when it sent one (to relay them)."""
+
+    def __init__(self, node_id: int, message: str, fields: dict | None = None):
+        super().__init__(message)
+        self.node_id = node_id
+        self.fields = fields or {}
+
+
+def open_socket(host: str, port: int, timeout: float | None) -> socket.socket:
+    """TCP (with TCP_NODELAY) or Unix-domain connection to a PostgreSQL server."""
+    if not host or host.startswith("/"):
+        path = f"{host or '/tmp'}/.s.PGSQL.{port}"
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+        except OSError:
+            s.close()
+            raise
+    else:
+        s = socket.create_connection((host, port), timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.settimeout(None)
+    return s
+
+
+class BackendConn:
+    """A started-up backend session; the relay reads and writes `sock` directly."""
+
+    __slots__ = ("node_id", "sock", "pid", "key", "params", "txn_status", "rbuf", "fileno",
+                 "auth_kind")
+
+    def __init__(self, node_id: int, sock: socket.socket):
+        self.node_id = node_id
+        self.sock = sock
+        self.fileno = sock.fileno()
+        self.pid = 0
+        self.key = 0
+        self.params: dict[str, str] = {}
+        self.txn_status = b"I"
+        self.rbuf = bytearray()
+        self.auth_kind = 0
+
+    # -- message I/O used during startup, authentication and pool maintenance --------------
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_message(self) -> tuple[bytes, bytes]:
+        """Next whole message (kind, payload); EOFError if the server closed the socket."""
+        buf = self.rbuf
+        while True:
+            if len(buf) >= 5:
+                length = _I32.unpack_from(buf, 1)[0]
+                if length < 4:
+                    raise BackendError(self.node_id, f"invalid message length {length} from backend")
+                if len(buf) >= length + 1:
+                    kind = bytes(buf[0:1])
+                    payload = bytes(buf[5:length + 1])
+                    del buf[:length + 1]
+                    return kind, payload
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("backend closed the connection")
+            buf += chunk
+
+    def read_until_ready(self) -> tuple[bytes, list[dict]]:
+        """Consume messages up to ReadyForQuery; returns (status, error fields seen)."""
+        errors = []
+        while True:
+            kind, payload = self.recv_message()
+            if kind == b"Z":
+                self.txn_status = payload[:1]
+                return self.txn_status, errors
+            if kind == b"E":
+                errors.append(m.parse_error_fields(payload))
+            elif kind == b"S":
+                k, v = payload.split(b"\0")[:2]
+                self.params[k.decode()] = v.decode()
+
+    def simple_query(self, sql: str) -> tuple[list[list[str | None]], list[dict]]:
+        """Run a query on this connection; returns (rows as text, errors)."""
+        self.send(m.query(sql))
+        rows, errors = [], []
+        while True:
+            kind, payload = self.recv_message()
+            if kind == b"D":
+                n = struct.unpack_from("!h", payload)[0]
+                pos, row = 2, []
+                for _ in range(n):
+                    ln = _I32.unpack_from(payload, pos)[0]
+                    pos += 4
+                    if ln < 0:
+                        row.append(None)
+                    else:
+                        row.append(payload[pos:pos + ln].decode())
+                        pos += ln
+                rows.append(row)
+            elif kind == b"E":
+                errors.append(m.parse_error_fields(payload))
+            elif kind == b"S":
+                k, v = payload.split(b"\0")[:2]
+                self.params[k.decode()] = v.decode()
+            elif kind == b"Z":
+                self.txn_status = payload[:1]
+                return rows, errors
+
+    def is_broken(self) -> bool:
+        """True if the server closed the socket or sent something while idle."""
+        try:
+            self.sock.setblocking(False)
+            try:
+                self.sock.recv(1, socket.MSG_PEEK)
+            finally:
+                self.sock.setblocking(True)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return True  # EOF, or a message (e.g. FATAL on shutdown) arrived while idle
+
+    def close(self, terminate: bool = True) -> None:
+        try:
+            if terminate:
+                self.sock.sendall(m.terminate())
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def read_startup_reply(conn: BackendConn) -> None:
+    """After AuthenticationOk: collect ParameterStatus and BackendKeyData up to ReadyForQuery."""
+    while True:
+        kind, payload = conn.recv_message()
+        if kind == b"S":
+            k, v = payload.split(b"\0")[:2]
+            conn.params[k.decode()] = v.decode()
+        elif kind == b"K":
+            conn.pid, conn.key = struct.unpack("!ii", payload[:8])
+        elif kind == b"Z":
+            conn.txn_status = payload[:1]
+            return
+        elif kind == b"E":
+            fields = m.parse_error_fields(payload)
+            raise BackendError(conn.node_id, fields.get("M", "backend error"), fields)
+        # NoticeResponse and anything else during startup is ignored

@@ -1,0 +1,215 @@
+"""pgpool's own commands answered without a backend: SHOW pool_* and PGPOOL SHOW/SET/RESET.
+
+Each command is a row in a table; the answer is RowDescription (type OID 0, text) + DataRows +
+CommandComplete + ReadyForQuery with the session's real transaction status.
+"""
+
+import re
+import time
+
+from pgpool import POOL_CODENAME, POOL_VERSION
+from pgpool.protocol import messages as m
+from pgpool.state import probe
+from pgpool.state import shm as S
+
+_SHOW_RE = re.compile(r"^\s*show\s+(pool_[a-z_]+)\s*;?\s*$", re.I | re.S)
+
+
+def _ts(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
+
+
+def _reply(columns, rows, tag=None):
+    body = m.results_to_messages(columns, rows, tag)
+    return lambda status: body + m.ready_for_query(status)
+
+
+def _error(message: str, sqlstate: str = "XX000", detail: str | None = None):
+    body = m.error_response("ERROR", sqlstate, message, detail)
+    return lambda status: body + m.ready_for_query(b"E" if status != b"I" else status)
+
+
+class LocalCommands:
+    def __init__(self, session):
+        self.session = session
+
+    def handle(self, sql: str):
+        """A reply builder for pgpool's own commands, or None to pass the query on."""
+        mt = _SHOW_RE.match(sql)
+        if mt:
+            fn = SHOW_COMMANDS.get(mt.group(1).lower())
+            return fn(self.session) if fn else None
+        from pgpool.config import show as cfgshow
+        cmd = cfgshow.parse_pgpool_command(sql)
+        if cmd is None:
+            return None
+        return pgpool_command(self.session, cmd)
+
+
+# ---- SHOW pool_* ------------------------------------------------------------------------
+
+def show_pool_version(session):
+    return _reply(["pool_version"], [[f"{POOL_VERSION} ({POOL_CODENAME})"]])
+
+
+def _select_counts(shm, n: int) -> int:
+    return sum(p.select_cnt[n] for p in shm.processes)
+
+
+def _node_rows(session):
+    """(node id, BackendConfig, shm slot) for every configured backend."""
+    shm = session.shm
+    return [(i, b, shm.backends[i]) for i, b in enumerate(session.cfg.backends)]
+
+
+def _role_name(session, i: int) -> str:
+    view = session.view
+    if view.clustering_mode == "streaming_replication":
+        return "primary" if i == view.primary_node_id else "standby"
+    return "main" if i == view.main_node_id else "replica"
+
+
+def _status_name(b) -> str:
+    if b.status == S.CON_DOWN and b.quarantine:
+        return "quarantine"
+    return S.STATUS_NAMES.get(b.status, "unused")
+
+
+def show_pool_nodes(session):
+    cfg = session.cfg
+    shm = session.shm
+    rows = []
+    total = sum(bc.weight for bc in cfg.backends) or 1.0
+    lb = session.route_state.load_balance_node if session.route_state is not None \
+        else session.main_node
+    for i, bc, b in _node_rows(session):
+        role = _role_name(session, i)
+        pg_status = probe.pg_status(cfg, i)
+        pg_role = probe.pg_role(cfg, i, role, pg_status)
+        delay = "0" if role == "primary" else str(b.standby_delay)
+        rows.append([str(i), bc.hostname, str(bc.port), _status_name(b), pg_status,
+                     f"{bc.weight / total:f}", role, pg_role, str(_select_counts(shm, i)),
+                     "true" if i == lb else "false", delay,
+                     b.replication_state.decode(), b.replication_sync_state.decode(),
+                     _ts(b.status_changed_time)])
+    return _reply(["node_id", "hostname", "port", "status", "pg_status", "lb_weight", "role",
+                   "pg_role", "select_cnt", "load_balance_node", "replication_delay",
+                   "replication_state", "replication_sync_state", "last_status_change"], rows)
+
+
+def _start_time(cfg, p) -> str:
+    text = _ts(p.start_time)
+    if cfg.child_life_time > 0 and not p.connected and p.client_connection_count > 0:
+        left = max(0, cfg.child_life_time - int(time.time() - (p.last_activity or p.start_time)))
+        text += f" ({left // 60}:{left % 60:02d} before process restarting)"
+    return text
+
+
+def show_pool_processes(session):
+    cfg = session.cfg
+    rows = []
+    for p in session.shm.processes:
+        if not p.pid:
+            continue
+        pool = p.pools[p.current_pool] if p.current_pool >= 0 else None
+        if pool is None:
+            pool = next((x for x in p.pools if x.in_use), None)
+        status = S.PROCESS_STATUS_NAMES.get(p.status, "")
+        if pool is not None:
+            rows.append([str(p.pid), _start_time(cfg, p), str(p.client_connection_count),
+                         pool.database.decode(), pool.user.decode(), _ts(pool.create_time),
+                         str(pool.counter), status])
+        else:
+            rows.append([str(p.pid), _start_time(cfg, p), str(p.client_connection_count),
+                         "", "", "", "", status])
+    return _reply(["pool_pid", "start_time", "client_connection_count", "database", "username",
+                   "backend_connection_time", "pool_counter", "status"], rows)
+
+
+def _idle_duration(cfg, p, pool) -> str:
+    if not p.connected or p.status not in (S.PS_IDLE, S.PS_IDLE_IN_TRANSACTION):
+        return "0"
+    idle = int(time.time() - (p.last_activity or time.time()))
+    if cfg.client_idle_limit > 0:
+        left = max(0, cfg.client_idle_limit - idle)
+        return f"{idle} ({left // 60}:{left % 60:02d} before client disconnected)"
+    return str(idle)
+
+
+def show_pool_pools(session):
+    cfg = session.cfg
+    nb = len(cfg.backends)
+    rows = []
+    for p in session.shm.processes:
+        if not p.pid:
+            continue
+        status = S.PROCESS_STATUS_NAMES.get(p.status, "")
+        for pool_id in range(session.shm.max_pool):
+            pool = p.pools[pool_id]
+            for node in range(nb):
+                c = pool.conns[node]
+                used = pool.in_use and c.connected
+                rows.append([str(p.pid), _start_time(cfg, p), str(p.client_connection_count),
+                             str(pool_id), str(node),
+                             pool.database.decode() if used else "",
+                             pool.user.decode() if used else "",
+                             _ts(pool.create_time) if used else "",
+                             _ts(pool.client_connection_time) if used else "",
+                             _ts(pool.client_disconnection_time) if used else "",
+                             _idle_duration(cfg, p, pool) if used and
+                             p.current_pool == pool_id else "0",
+                             str(pool.major) if used else "0",
+                             str(pool.minor) if used else "0",
+                             str(pool.counter) if used else "0",
+                             str(c.pid) if used else "0",
+                             "1" if used and p.current_pool == pool_id and p.connected else "0",
+                             status])
+    return _reply(["pool_pid", "start_time", "client_connection_count", "pool_id", "backend_id",
+                   "database", "username", "backend_connection_time", "client_connection_time",
+                   "client_disconnection_time", "client_idle_duration", "majorversion",
+                   "minorversion", "pool_counter", "pool_backendpid", "pool_connected",
+                   "status"], rows)
+
+
+def show_pool_backend_stats(session):
+    shm = session.shm
+    rows = []
+    fields = ("select_cnt", "insert_cnt", "update_cnt", "delete_cnt", "ddl_cnt", "other_cnt",
+              "panic_cnt", "fatal_cnt", "error_cnt")
+    for i, bc, b in _node_rows(session):
+        counts = [str(sum(getattr(p, f)[i] for p in shm.processes)) for f in fields]
+        rows.append([str(i), bc.hostname, str(bc.port), _status_name(b),
+                     _role_name(session, i)] + counts)
+    return _reply(["node_id", "hostname", "port", "status", "role"] + list(fields), rows)
+
+
+def show_pool_status(session):
+    from pgpool.config import show as cfgshow
+    cols, rows = cfgshow.pool_status_rows(session.cfg, session.pgpool_overrides)
+    return _reply(cols, rows)
+
+
+SHOW_COMMANDS = {
+    "pool_version": show_pool_version,
+    "pool_nodes": show_pool_nodes,
+    "pool_processes": show_pool_processes,
+    "pool_pools": show_pool_pools,
+    "pool_status": show_pool_status,
+    "pool_backend_stats": show_pool_backend_stats,
+}
+
+
+# ---- PGPOOL SHOW / SET / RESET ---------------------------------------------------------
+
+def pgpool_command(session, cmd):
+    from pgpool.config import show as cfgshow
+    try:
+        result = cfgshow.execute_pgpool_command(session.cfg, session.pgpool_overrides, cmd)
+    except cfgshow.PgpoolCommandError as e:
+        return _error(str(e), getattr(e, "sqlstate", "XX000"))
+    if result.overrides is not None:
+        session.apply_overrides(result.overrides)
+    if result.columns:
+        return _reply(result.columns, result.rows, result.tag)
+    body = m.command_complete(result.tag)
+    return lambda status: body + m.ready_for_query(status)

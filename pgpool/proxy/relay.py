@@ -1,0 +1,429 @@
+"""The query relay of one client session: client messages routed to backends, replies streamed back.
+
+Raw bytes are relayed unchanged. Client messages are split on their headers only; a simple
+Query, an extended-protocol batch (up to Sync or Flush) or a FunctionCall becomes a *unit*: the
+node(s) it was sent to and the node whose reply the client sees. Backend replies are read in
+large chunks, scanned header by header (never decoded row by row) and forwarded in one write
+per chunk. Each node owes one ReadyForQuery per unit; replies of the non-reply nodes of a unit
+are drained and dropped.
+"""
+
+import select
+import struct
+import time
+from collections import deque
+
+from pgpool.protocol import messages as m
+
+_I32 = struct.Struct("!i")
+
+RECV_SIZE = 65536
+BATCH_FLUSH_BYTES = 256 * 1024
+
+K_Q, K_P, K_B, K_E, K_D, K_C, K_S, K_H, K_F, K_X = (ord(c) for c in "QPBEDCSHFX")
+K_COPY_DATA, K_COPY_DONE, K_COPY_FAIL = ord("d"), ord("c"), ord("f")
+EXTENDED = frozenset((K_P, K_B, K_E, K_D, K_C))
+# backend kinds
+B_Z, B_E, B_S, B_G, B_W, B_PARSE_COMPLETE, B_A, B_N = (ord(c) for c in "ZESGW1AN")
+
+_LOCAL_PREFIXES = (b"show pool_", b"pgpool ")
+
+
+class ClientProtocolError(Exception):
+    """The client broke the protocol; the session ends with this FATAL error."""
+
+
+class ClientClosed(Exception):
+    """The client went away (EOF or socket error) without a Terminate message."""
+
+
+class BackendLost(Exception):
+    def __init__(self, node_id: int, message: str):
+        super().__init__(message)
+        self.node_id = node_id
+
+
+class Unit:
+    """One request that ends with a ReadyForQuery from each of its nodes."""
+
+    __slots__ = ("nodes", "reply", "closed", "local", "copy_in", "skip_parse")
+
+    def __init__(self, nodes, reply, closed=True, local=None):
+        self.nodes = nodes
+        self.reply = reply
+        self.closed = closed
+        self.local = local
+        self.copy_in = False
+        self.skip_parse = 0
+
+
+class Relay:
+    """Runs the message loop for one session. `router` decides destinations (see Router
+    protocol in session.py); `local` answers pgpool's own commands."""
+
+    def __init__(self, client, conns: dict, router, local, stats, idle_limit: int = 0,
+                 on_status=None):
+        self.client = client
+        self.cfileno = client.fileno()
+        self.conns = conns                      # node id -> BackendConn
+        self.router = router
+        self.local = local
+        self.stats = stats
+        self.idle_limit = idle_limit
+        self.on_status = on_status
+        self.cbuf = bytearray()
+        self.units: deque[Unit] = deque()
+        self.node_q = {n: deque() for n in conns}
+        self.open_unit: Unit | None = None      # extended batch already sent, Sync not yet
+        self.batch: list = []                   # buffered extended messages (bytes)
+        self.batch_size = 0
+        self.copy_unit: Unit | None = None
+        self.terminated = False
+        self.txn_status = b"I"
+        self._poller = select.poll()
+        self._fd_node = {c.fileno: n for n, c in conns.items()}
+        self._registered: dict[int, int] = {}
+        self.stalled: set[int] = set()          # nodes with buffered replies for a later unit
+
+    # ---- main loop ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Relay until the client sends Terminate (returns) or something fails (raises)."""
+        client = self.client
+        while not self.terminated:
+            units = self.units
+            if self.stalled:
+                for n in list(self.stalled):
+                    q = self.node_q[n]
+                    if not q or not units or q[0] is units[0] or q[0].reply != n:
+                        self.stalled.discard(n)
+                        self.on_backend_data(n, b"")
+            if units:
+                head = units[0]
+                if head.local is not None:
+                    units.popleft()
+                    client.sendall(head.local(self.txn_status))
+                    continue
+                if head.closed and not head.copy_in and self.open_unit is None:
+                    # The reply node owes a ReadyForQuery without further input: block on it.
+                    n = head.reply
+                    conn = self.conns[n]
+                    try:
+                        data = conn.sock.recv(RECV_SIZE)
+                    except OSError as e:
+                        raise BackendLost(n, str(e)) from e
+                    if not data:
+                        raise BackendLost(n, "EOF encountered with backend")
+                    self.on_backend_data(n, data)
+                    continue
+            self.wait_and_read()
+
+    def wait_and_read(self) -> None:
+        poller = self._poller
+        want = {self.cfileno: select.POLLIN}
+        for n, q in self.node_q.items():
+            if not q or q[0].reply != n or (self.units and q[0] is self.units[0]):
+                want[self.conns[n].fileno] = select.POLLIN
+        reg = self._registered
+        for fd in list(reg):
+            if fd not in want:
+                poller.unregister(fd)
+                del reg[fd]
+        for fd, ev in want.items():
+            if fd not in reg:
+                poller.register(fd, ev)
+                reg[fd] = ev
+        idle = not self.units and self.open_unit is None
+        timeout = self.idle_limit * 1000 if (idle and self.idle_limit > 0) else None
+        events = poller.poll(timeout)
+        if not events:
+            raise ClientIdle(self.idle_limit)
+        for fd, ev in events:
+            if fd == self.cfileno:
+                try:
+                    data = self.client.recv(RECV_SIZE)
+                except OSError as e:
+                    raise ClientClosed(str(e)) from e
+                if not data:
+                    raise ClientClosed("EOF from client")
+                self.on_client_data(data)
+                if self.terminated:
+                    return
+            else:
+                n = self._fd_node[fd]
+                try:
+                    data = self.conns[n].sock.recv(RECV_SIZE)
+                except OSError as e:
+                    raise BackendLost(n, str(e)) from e
+                if not data:
+                    raise BackendLost(n, "EOF encountered with backend")
+                self.on_backend_data(n, data)
+
+    # ---- client side ---------------------------------------------------------------------
+
+    def on_client_data(self, data: bytes) -> None:
+        buf = self.cbuf
+        if buf:
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        n = len(data)
+        pos = 0
+        out = []                # bytes for the current destination (raw fast path)
+        out_nodes = None
+        unpack = _I32.unpack_from
+        while n - pos >= 5:
+            kind = data[pos]
+            length = unpack(data, pos + 1)[0]
+            if length < 4 or length > m.MAX_MESSAGE_LENGTH:
+                raise ClientProtocolError(f"invalid message length {length} "
+                                          f"for message type \"{chr(kind)}\"")
+            end = pos + 1 + length
+            if end > n:
+                break
+            msg = data[pos:end]
+            pos = end
+            dest = self.on_client_message(kind, msg)
+            if dest is None:
+                continue
+            if dest is not out_nodes:
+                if out:
+                    self._send_to(out_nodes, b"".join(out))
+                    out = []
+                out_nodes = dest
+            out.append(msg)
+            if self.terminated:
+                break
+        if out:
+            self._send_to(out_nodes, b"".join(out))
+        if pos < n and not self.terminated:
+            if n - pos >= 5:
+                length = unpack(data, pos + 1)[0]
+                if length < 4 or length > m.MAX_MESSAGE_LENGTH:
+                    raise ClientProtocolError(f"invalid message length {length}")
+            self.cbuf += data[pos:]
+        if self.batch and self.batch_size > BATCH_FLUSH_BYTES:
+            self.flush_batch(closing=False)
+
+    def _send_to(self, nodes, payload: bytes) -> None:
+        for node in nodes:
+            try:
+                self.conns[node].sock.sendall(payload)
+            except OSError as e:
+                raise BackendLost(node, str(e)) from e
+
+    def on_client_message(self, kind: int, msg: bytes):
+        """Handle one client message. Returns the node tuple to forward it to now, or None
+        when it was consumed, buffered, or already sent."""
+        if kind == K_Q:
+            self.flush_pending_batch()
+            if self.open_unit is not None:
+                # a Query inside an unsynced batch: its ReadyForQuery ends the batch too
+                return self._close_open_unit()
+            return self.simple_query(msg)
+        if kind in EXTENDED or kind == K_H:
+            if self.open_unit is not None:
+                return self.open_unit.nodes
+            self.batch.append(msg)
+            self.batch_size += len(msg)
+            if kind == K_H:
+                self.flush_batch(closing=False)
+            return None
+        if kind == K_S:
+            if self.open_unit is not None:
+                return self._close_open_unit()
+            self.batch.append(msg)
+            self.flush_batch(closing=True)
+            return None
+        if kind in (K_COPY_DATA, K_COPY_DONE, K_COPY_FAIL):
+            u = self.copy_unit
+            if u is None:
+                # PostgreSQL ignores stray copy messages outside COPY; so do we.
+                return None
+            if kind != K_COPY_DATA:
+                u.copy_in = False
+                self.copy_unit = None
+            return u.nodes
+        if kind == K_F:
+            self.flush_pending_batch()
+            if self.open_unit is not None:
+                return self._close_open_unit()
+            u = self.router.function_call_unit()
+            self._push(u)
+            return u.nodes
+        if kind == K_X:
+            self.flush_pending_batch()
+            self.terminated = True
+            return None
+        raise ClientProtocolError(f"invalid frontend message type {kind}"
+                                  if not 32 < kind < 127 else
+                                  f"invalid frontend message type \"{chr(kind)}\"")
+
+    def _close_open_unit(self):
+        u = self.open_unit
+        u.closed = True
+        self.open_unit = None
+        return u.nodes
+
+    def flush_pending_batch(self) -> None:
+        if self.batch:
+            self.flush_batch(closing=False)
+
+    def simple_query(self, msg: bytes):
+        head = msg[5:17].lower()
+        if head.startswith(_LOCAL_PREFIXES):
+            sql = msg[5:-1].decode("utf-8", "replace")
+            reply = self.local(sql)
+            if reply is not None:
+                self._push(Unit((), None, local=reply))
+                return None
+        u = self.router.simple_query_unit(msg)
+        self._push(u)
+        return u.nodes
+
+    def flush_batch(self, closing: bool) -> None:
+        """Route the buffered extended messages and send them."""
+        batch = self.batch
+        self.batch = []
+        self.batch_size = 0
+        u, prefixes = self.router.batch_unit(batch)
+        u.closed = closing
+        self._push(u)
+        payload = b"".join(batch)
+        for node in u.nodes:
+            pre = prefixes.get(node) if prefixes else None
+            try:
+                self.conns[node].sock.sendall(pre + payload if pre else payload)
+            except OSError as e:
+                raise BackendLost(node, str(e)) from e
+        if not closing:
+            self.open_unit = u
+
+    def _push(self, u: Unit) -> None:
+        self.units.append(u)
+        for node in u.nodes:
+            self.node_q[node].append(u)
+        if self.on_status is not None and len(self.units) == 1:
+            self.on_status(True, self.txn_status)
+
+    # ---- backend side --------------------------------------------------------------------
+
+    def on_backend_data(self, node: int, data: bytes) -> None:
+        conn = self.conns[node]
+        rbuf = conn.rbuf
+        if rbuf:
+            rbuf += data
+            data = bytes(rbuf)
+            rbuf.clear()
+        n = len(data)
+        pos = 0
+        fwd_start = -1          # start of the current run of bytes to forward
+        q = self.node_q[node]
+        units = self.units
+        unpack = _I32.unpack_from
+        client = self.client
+        while n - pos >= 5:
+            kind = data[pos]
+            length = unpack(data, pos + 1)[0]
+            end = pos + 1 + length
+            if length < 4:
+                raise BackendLost(node, f"invalid message length {length} from backend")
+            if end > n:
+                break
+            u = q[0] if q else None
+            if u is None:
+                # between requests only asynchronous messages may arrive
+                forward = kind in (B_A, B_N, B_S, B_E)
+            elif u.reply == node:
+                if not units or u is not units[0]:
+                    # this reply belongs to a request queued behind another: keep it
+                    self.stalled.add(node)
+                    break
+                forward = True
+            else:
+                forward = False
+            drop = False
+            if kind == B_Z:
+                status = data[pos + 5:pos + 6]
+                conn.txn_status = status
+                if u is not None:
+                    q.popleft()
+                    if forward:
+                        units.popleft()
+                        self.txn_status = status
+                        self.router.ready_for_query(status)
+                        if self.on_status is not None and not units:
+                            self.on_status(False, status)
+            elif kind == B_E:
+                self.stats.backend_error(node, data[pos + 5:end])
+            elif kind == B_S:
+                k, v = data[pos + 5:end].split(b"\0")[:2]
+                conn.params[k.decode()] = v.decode()
+            elif kind == B_G or kind == B_W:
+                if u is not None:
+                    u.copy_in = True
+                    self.copy_unit = u
+            elif kind == B_PARSE_COMPLETE and u is not None and u.skip_parse and forward:
+                u.skip_parse -= 1
+                drop = True
+            if forward and not drop:
+                if fwd_start < 0:
+                    fwd_start = pos
+            elif fwd_start >= 0:
+                self._to_client(client, data[fwd_start:pos])
+                fwd_start = -1
+            pos = end
+        if fwd_start >= 0:
+            self._to_client(client, data[fwd_start:pos])
+        if pos < n:
+            rbuf += data[pos:]
+
+    @staticmethod
+    def _to_client(client, payload) -> None:
+        try:
+            client.sendall(payload)
+        except OSError as e:
+            raise ClientClosed(str(e)) from e
+
+    # ---- session end ---------------------------------------------------------------------
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Read every node's outstanding replies (dropping them); False if that failed."""
+        deadline = time.monotonic() + timeout
+        self.client = _NullClient()
+        try:
+            for u in self.units:
+                u.reply = -1        # nobody forwards any more
+            while any(self.node_q.values()):
+                for n, q in self.node_q.items():
+                    if not q:
+                        continue
+                    if not q[0].closed or q[0].copy_in:
+                        return False
+                    conn = self.conns[n]
+                    conn.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                    try:
+                        data = conn.sock.recv(RECV_SIZE)
+                    finally:
+                        conn.sock.settimeout(None)
+                    if not data:
+                        return False
+                    self.on_backend_data(n, data)
+                if time.monotonic() > deadline:
+                    return False
+        except (OSError, BackendLost):
+            return False
+        self.units.clear()
+        return True
+
+
+class ClientIdle(Exception):
+    def __init__(self, limit: int):
+        super().__init__(limit)
+        self.limit = limit
+
+
+class _NullClient:
+    @staticmethod
+    def sendall(_data) -> None:
+        return None

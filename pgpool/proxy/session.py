@@ -1,0 +1,431 @@
+"""One client session inside a worker: startup, authentication, pool slot, relay, cleanup."""
+
+import socket
+import struct
+import time
+
+from pgpool import log
+from pgpool.protocol import messages as m
+from pgpool.proxy import auth_flow
+from pgpool.proxy.backend import BackendConn, BackendError, open_socket, read_startup_reply
+from pgpool.proxy.cancel import forward_cancel
+from pgpool.proxy.local import LocalCommands
+from pgpool.proxy.pool import NEVER_CACHED_DATABASES, PooledSession, pool_key
+from pgpool.proxy.relay import (BackendLost, ClientClosed, ClientIdle, ClientProtocolError,
+                                Relay)
+from pgpool.proxy.routing import RawRouting, StreamRouting
+from pgpool.proxy.startup import Cancel, ClientGone, StartupRefused, read_startup
+from pgpool.state import shm as S
+from pgpool.state.view import restrict
+
+
+class SessionEnd(Exception):
+    """End the session after sending `reply` (an ErrorResponse) to the client."""
+
+    def __init__(self, log_message: str, reply: bytes = b"", level: str = "LOG"):
+        super().__init__(log_message)
+        self.reply = reply
+        self.level = level
+
+
+def fatal(sqlstate: str, message: str, detail: str | None = None) -> bytes:
+    return m.error_response("FATAL", sqlstate, message, detail)
+
+
+class ClientIO:
+    """Message I/O on the client socket for the authentication exchanges."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_message(self) -> tuple[bytes, bytes]:
+        buf = self.buf
+        while True:
+            if len(buf) >= 5:
+                length = struct.unpack_from("!i", buf, 1)[0]
+                if length < 4 or length > 65536:
+                    raise ClientProtocolError(f"invalid message length {length} "
+                                              "during authentication")
+                if len(buf) >= length + 1:
+                    kind, payload = bytes(buf[:1]), bytes(buf[5:length + 1])
+                    del buf[:length + 1]
+                    return kind, payload
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("client closed the connection during authentication")
+            buf += chunk
+
+
+class Stats:
+    """Per-node statement and error counters in this worker's process slot."""
+
+    def __init__(self, slot):
+        self.slot = slot
+        self._fields = {"select": slot.select_cnt, "insert": slot.insert_cnt,
+                        "update": slot.update_cnt, "delete": slot.delete_cnt,
+                        "ddl": slot.ddl_cnt, "other": slot.other_cnt}
+
+    def count(self, kind: str, nodes) -> None:
+        arr = self._fields[kind]
+        for n in nodes:
+            arr[n] += 1
+
+    def backend_error(self, node: int, payload: bytes) -> None:
+        sev = payload[payload.index(b"S") + 1:payload.index(b"\0")] if payload[:1] == b"S" else b""
+        if sev == b"FATAL":
+            self.slot.fatal_cnt[node] += 1
+        elif sev == b"PANIC":
+            self.slot.panic_cnt[node] += 1
+        else:
+            self.slot.error_cnt[node] += 1
+
+
+class Session:
+    def __init__(self, worker, sock: socket.socket, addr):
+        self.worker = worker
+        self.cfg = worker.cfg
+        self.shm = worker.shm
+        self.sock = sock
+        self.is_unix = sock.family == socket.AF_UNIX
+        self.client_host = "[local]" if self.is_unix else addr[0]
+        self.client_port = None if self.is_unix else addr[1]
+        self.slot = self.shm.processes[worker.index]
+        self.stats = Stats(self.slot)
+        self.conns: dict[int, BackendConn] = {}
+        self.ps: PooledSession | None = None
+        self.startup = None
+        self.portal_text: dict[str, str] = {}
+        self.route_state = None
+        self.view = None
+        self.relay: Relay | None = None
+        self.clean_exit = False
+        self.last_route = None
+        self.pgpool_overrides: dict = {}
+
+    def log(self, level: str, message: str, detail: str | None = None) -> None:
+        log.log(level, message, detail=detail)
+
+    # ---- entry point -------------------------------------------------------------------
+
+    def run(self) -> None:
+        cfg = self.cfg
+        sock = self.sock
+        try:
+            sock.settimeout(cfg.authentication_timeout or None)
+            try:
+                first = read_startup(sock)
+            except StartupRefused as e:
+                self.log("LOG", f"invalid startup packet from {self.client_host}: {e}")
+                self._send_quietly(e.reply)
+                return
+            except ClientGone as e:
+                self.log("DEBUG1", f"client {self.client_host} left before startup: {e}")
+                return
+            if isinstance(first, Cancel):
+                forward_cancel(self.worker, first.pid, first.key)
+                return
+            self.startup = first
+            log.set_session(user=first.user, database=first.database,
+                            application_name=first.application_name,
+                            client_host=self.client_host, client_port=self.client_port)
+            if cfg.log_connections:
+                self.log("LOG", f"new connection received",
+                         f"connecting host={self.client_host}"
+                         + (f" port={self.client_port}" if self.client_port else ""))
+            self._admit()
+            self._begin_session()
+            sock.settimeout(None)
+            self._relay()
+        except SessionEnd as e:
+            if e.reply:
+                self._send_quietly(e.reply)
+            self.log(e.level, str(e))
+        except (ClientGone, EOFError, ConnectionError, socket.timeout) as e:
+            self.log("DEBUG1", f"client connection ended during startup: {e}")
+        finally:
+            self._cleanup()
+
+    def _send_quietly(self, data: bytes) -> None:
+        if not data:
+            return
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass
+
+    # ---- admission, authentication, backend connections --------------------------------
+
+    def _admit(self) -> None:
+        cfg = self.cfg
+        if cfg.reserved_connections > 0:
+            limit = cfg.num_init_children - cfg.reserved_connections
+            if self.shm.connected_clients() > limit:
+                raise SessionEnd("Sorry, too many clients already",
+                                 fatal("53300", "Sorry, too many clients already"))
+
+    def _backend_targets(self) -> list[int]:
+        """Nodes this session connects to: the main node in raw mode, every up node otherwise."""
+        view = self.view
+        up = [n.node_id for n in view.nodes if n.status in ("up", "waiting")]
+        if not up:
+            raise SessionEnd("all backend nodes are down",
+                             fatal("XX000", "pgpool is not accepting any new connections",
+                                   "all backend nodes are down, pgpool requires at least one "
+                                   "valid node"))
+        if view.clustering_mode == "raw":
+            return [view.main_node_id if view.main_node_id in up else up[0]]
+        return up
+
+    def _begin_session(self) -> None:
+        cfg = self.cfg
+        st = self.startup
+        self.view = self.worker.current_view()
+        main_node = None
+        key = pool_key(st.params)
+        frontend_method = None
+        if cfg.enable_pool_hba:
+            frontend_method = auth_flow.hba_method(self.worker, self.is_unix, self.client_host,
+                                                   st.database, st.user)
+        ps = self.worker.pool.take(key) if cfg.connection_cache else None
+        if ps is not None and not set(ps.conns) <= set(self._backend_targets()):
+            self.worker.pool.discard(ps.slot)
+            ps = None
+        io = ClientIO(self.sock)
+        if ps is not None:
+            auth_flow.reauthenticate(self.worker, io, ps, frontend_method, st)
+            self.conns = ps.conns
+            main_node = ps.main_node
+            self.ps = ps
+            self._send_handshake(ps.main)
+        else:
+            targets = self._backend_targets()
+            main_node = targets[0] if self.view.clustering_mode == "raw" else \
+                (self.view.primary_node_id if self.view.primary_node_id in targets else targets[0])
+            client_password = None
+            if frontend_method is not None:
+                client_password = auth_flow.authenticate_client(self.worker, io, frontend_method,
+                                                                st.user, st.database)
+            slot = self.worker.pool.free_slot()
+            self.ps = PooledSession(slot, key, st.user, st.database, {}, main_node,
+                                    st.major, st.minor)
+            self._connect_backends(targets, main_node, io, frontend_method, client_password)
+            self.ps.conns = self.conns
+            self._send_handshake(self.conns[main_node])
+        now = int(time.time())
+        self.worker.pool.put(self.ps)
+        pool_shm = self.slot.pools[self.ps.slot]
+        pool_shm.client_connection_time = now
+        pool_shm.counter = self.ps.counter
+        self.slot.current_pool = self.ps.slot
+        self.slot.connected = 1
+        self.slot.client_connection_count += 1
+        self.slot.client_start_time = now
+        self.main_node = main_node
+
+    def _connect_backends(self, targets, main_node, io, frontend_method, client_password):
+        cfg = self.cfg
+        st = self.startup
+        timeout = (cfg.connect_timeout / 1000.0) if cfg.connect_timeout else None
+        order = [main_node] + [n for n in targets if n != main_node]
+        for n in order:
+            b = cfg.backends[n]
+            try:
+                sock = open_socket(b.hostname, b.port, timeout)
+            except OSError as e:
+                self.worker.backend_failed(n, f"failed to connect to PostgreSQL server "
+                                              f"on \"{b.hostname}:{b.port}\": {e}")
+                if n == main_node:
+                    raise SessionEnd(f"failed to create a backend connection to node {n}",
+                                     fatal("08006", "failed to create a backend connection",
+                                           f"connection to node {n} "
+                                           f"({b.hostname}:{b.port}) failed: {e}"))
+                continue
+            conn = BackendConn(n, sock)
+            conn.send(st.raw)
+            try:
+                if frontend_method is None and n == main_node:
+                    client_password = auth_flow.pass_through(io, conn, self.ps)
+                else:
+                    auth_flow.authenticate_backend(self.worker, conn, st.user, client_password,
+                                                   self.ps)
+                read_startup_reply(conn)
+            except BackendError as e:
+                conn.close(terminate=False)
+                self._close_conns()
+                f = e.fields
+                reply = m.error_response(f.get("S", "FATAL"), f.get("C", "XX000"),
+                                         f.get("M", str(e)), f.get("D"), f.get("H")) \
+                    if f else fatal("08006", str(e))
+                raise SessionEnd(f"backend node {n} refused the session: {e}", reply) from e
+            except (EOFError, OSError) as e:
+                conn.close(terminate=False)
+                self._close_conns()
+                raise SessionEnd(f"lost backend node {n} during startup: {e}",
+                                 fatal("08006", f"unable to read data from DB node {n}",
+                                       "EOF encountered with backend")) from e
+            self.conns[n] = conn
+
+    def _close_conns(self) -> None:
+        for c in self.conns.values():
+            c.close()
+        self.conns = {}
+
+    def _send_handshake(self, main: BackendConn) -> None:
+        out = [m.auth_ok()]
+        out.extend(m.parameter_status(k, v) for k, v in main.params.items())
+        out.append(m.backend_key_data(main.pid, main.key))
+        out.append(m.ready_for_query(main.txn_status))
+        self.sock.sendall(b"".join(out))
+
+    # ---- relay -------------------------------------------------------------------------
+
+    def _make_router(self):
+        if self.view.clustering_mode == "raw" or len(self.conns) == 1 and \
+                self.view.clustering_mode != "streaming_replication":
+            return RawRouting(self, self.main_node)
+        if self.view.clustering_mode != "streaming_replication":
+            raise SessionEnd(f"clustering mode {self.view.clustering_mode} is not supported yet",
+                             fatal("0A000", f"backend_clustering_mode "
+                                            f"'{self.view.clustering_mode}' is not supported yet"))
+        from pgpool import router
+        st = self.startup
+        self.route_state = router.SessionRouteState()
+        view = restrict(self.view, set(self.conns))
+        self.view = view
+        lb = router.choose_load_balance_node(view, self.cfg, st.database, st.application_name)
+        self.route_state.load_balance_node = lb
+        self.slot.pools[self.ps.slot].load_balancing_node = lb
+        return StreamRouting(self, self.route_state, view)
+
+    def _relay(self) -> None:
+        router = self._make_router()
+        local = LocalCommands(self)
+        relay = Relay(self.sock, self.conns, router, local.handle, self.stats,
+                      idle_limit=self.cfg.client_idle_limit, on_status=self._on_status)
+        self.relay = relay
+        self.slot.status = S.PS_IDLE
+        try:
+            relay.run()
+            self.clean_exit = True
+        except ClientClosed as e:
+            self.log("DEBUG1", f"client disconnected: {e}")
+        except ClientIdle as e:
+            self._send_quietly(fatal("57000", "unable to read data from frontend",
+                                     f"child connection forced to terminate due to "
+                                     f"client_idle_limit:{e.limit} is reached"))
+            self.log("LOG", f"pool_read_kind: child connection forced to terminate due to "
+                            f"client_idle_limit:{e.limit} is reached")
+        except ClientProtocolError as e:
+            self._send_quietly(fatal("08P01", str(e)))
+            self.log("LOG", f"protocol violation from client: {e}")
+        except BackendLost as e:
+            self.worker.backend_failed(e.node_id, str(e))
+            self._send_quietly(fatal("08006", f"unable to read data from DB node {e.node_id}",
+                                     str(e)))
+            self.log("LOG", f"lost connection to backend node {e.node_id}: {e}")
+            self._close_conns()
+
+    def _on_status(self, busy: bool, txn: bytes) -> None:
+        if busy:
+            self.slot.status = S.PS_EXECUTE_COMMAND
+        else:
+            self.slot.status = S.PS_IDLE_IN_TRANSACTION if txn != b"I" else S.PS_IDLE
+
+    def apply_overrides(self, overrides: dict) -> None:
+        """PGPOOL SET / RESET: this session sees the configuration with these values."""
+        import copy
+        self.pgpool_overrides = overrides
+        cfg = copy.copy(self.worker.cfg)
+        cfg.values = dict(cfg.values)
+        cfg.values.update(overrides)
+        self.cfg = cfg
+        if self.relay is not None:
+            router = self.relay.router
+            if hasattr(router, "logging"):
+                router.logging = bool(cfg.log_statement or cfg.log_per_node_statement)
+            if hasattr(router, "cfg"):
+                router.cfg = cfg
+        self.relay.idle_limit = cfg.client_idle_limit if self.relay is not None else 0
+        log.configure(cfg)
+
+    def note_route(self, decision) -> None:
+        self.last_route = decision
+
+    def note_portals(self, batch) -> None:
+        """Remember query text per portal for Execute log lines."""
+        from pgpool.proxy.routing import bind_names, parse_message_query
+        stmt_text = getattr(self, "_stmt_text", None)
+        if stmt_text is None:
+            stmt_text = self._stmt_text = {}
+        for msg in batch:
+            if msg[0] == 80:
+                name, q = parse_message_query(msg)
+                stmt_text[name] = q
+            elif msg[0] == 66:
+                portal, stmt = bind_names(msg)
+                self.portal_text[portal] = stmt_text.get(stmt, "")
+
+    def is_volatile(self, func_name: str):
+        return self.worker.catalog.is_volatile(self, func_name)
+
+    # ---- end of session ----------------------------------------------------------------
+
+    def _cleanup(self) -> None:
+        cfg = self.cfg
+        ps = self.ps
+        now = int(time.time())
+        if ps is not None:
+            pool_shm = self.slot.pools[ps.slot]
+            pool_shm.client_disconnection_time = now
+            keep = (self.clean_exit and cfg.connection_cache and self.conns
+                    and ps.database not in NEVER_CACHED_DATABASES
+                    and not ps.auth.get("no_cache")
+                    and (self.relay is None or self.relay.drain())
+                    and self._reset_backends())
+            if keep:
+                ps.close_time = time.time()
+                self.worker.pool.put(ps)
+            else:
+                self.worker.pool.discard(ps.slot)
+        if self.startup is not None and cfg.log_disconnections:
+            dur = now - (self.slot.client_start_time or now)
+            self.log("LOG", f"frontend disconnection: session time: {dur // 3600}:"
+                            f"{dur // 60 % 60:02d}:{dur % 60:02d} user={self.startup.user} "
+                            f"database={self.startup.database} host={self.client_host}"
+                            + (f" port={self.client_port}" if self.client_port else ""))
+        self.slot.connected = 0
+        self.slot.current_pool = -1
+        self.slot.status = S.PS_WAIT_FOR_CONNECTION
+        log.clear_session()
+        if self.pgpool_overrides:
+            log.configure(self.worker.cfg)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _reset_backends(self) -> bool:
+        """Run reset_query_list on every backend; False if any failed (slot then dropped)."""
+        queries = self.cfg.reset_query_list
+        if isinstance(queries, str):
+            queries = [q.strip() for q in queries.split(";") if q.strip()]
+        all_idle = all(c.txn_status == b"I" for c in self.conns.values())
+        try:
+            for q in queries:
+                if all_idle and q.strip().upper() == "ABORT":
+                    continue
+                for c in self.conns.values():
+                    c.sock.settimeout(10)
+                    try:
+                        _, errors = c.simple_query(q)
+                    finally:
+                        c.sock.settimeout(None)
+                    if errors and q.strip().upper() != "ABORT":
+                        return False
+        except (OSError, EOFError, BackendError):
+            return False
+        return all(c.txn_status == b"I" for c in self.conns.values())

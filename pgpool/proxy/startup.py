@@ -1,0 +1,112 @@
+"""Reading a client's first packet: StartupMessage, SSLRequest/GSSENCRequest, CancelRequest."""
+
+import socket
+import struct
+from dataclasses import dataclass
+
+from pgpool.protocol import messages as m
+
+
+class ClientGone(Exception):
+    """The client closed its connection (or timed out) before the session started."""
+
+
+class StartupRefused(Exception):
+    """The startup packet is unacceptable; `reply` is what to send before closing."""
+
+    def __init__(self, log_message: str, reply: bytes = b""):
+        super().__init__(log_message)
+        self.reply = reply
+
+
+@dataclass
+class Startup:
+    major: int
+    minor: int
+    params: dict
+    raw: bytes          # the packet as received (length word included)
+
+    @property
+    def user(self) -> str:
+        return self.params.get("user", "")
+
+    @property
+    def database(self) -> str:
+        return self.params.get("database") or self.user
+
+    @property
+    def application_name(self) -> str:
+        return self.params.get("application_name", "")
+
+
+@dataclass
+class Cancel:
+    pid: int
+    key: int
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(n - len(buf))
+        except socket.timeout as e:
+            raise ClientGone("timeout while reading the startup packet") from e
+        except OSError as e:
+            raise ClientGone(str(e)) from e
+        if not chunk:
+            raise ClientGone("client closed the connection before sending a startup packet"
+                             if not buf else "incomplete startup packet")
+        buf += chunk
+    return bytes(buf)
+
+
+def _fatal(sqlstate: str, msg: str) -> bytes:
+    return m.error_response("FATAL", sqlstate, msg)
+
+
+def read_startup(sock: socket.socket) -> Startup | Cancel:
+    """Read packets until a StartupMessage or CancelRequest; answers SSL/GSS requests with 'N'.
+
+    TLS comes in a later release; until then a client asking for it is told 'N' and may go on
+    in plain text (as PostgreSQL does when ssl = off)."""
+    while True:
+        head = _recv_exact(sock, 4)
+        length = struct.unpack("!i", head)[0]
+        if length < 8 or length > m.MAX_STARTUP_PACKET_LENGTH:
+            raise StartupRefused(f"invalid length of startup packet: {length}",
+                                 _fatal("08P01", "invalid length of startup packet"))
+        body = _recv_exact(sock, length - 4)
+        code = struct.unpack_from("!i", body)[0]
+        if code in (m.SSL_REQUEST_CODE, m.GSSENC_REQUEST_CODE):
+            sock.sendall(b"N")
+            continue
+        if code == m.CANCEL_REQUEST_CODE:
+            if length != 16:
+                raise StartupRefused("invalid length of cancel request packet")
+            pid, key = struct.unpack_from("!ii", body, 4)
+            return Cancel(pid, key)
+        major, minor = code >> 16, code & 0xFFFF
+        if major == 2:
+            # A protocol 2 client expects a v2 error: 'E' and a NUL-terminated text.
+            raise StartupRefused(
+                "unsupported frontend protocol 2.0: server supports 3.0 to 3.0",
+                b"E" + b"FATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.0\n\0")
+        if major != 3:
+            raise StartupRefused(
+                f"unsupported frontend protocol {major}.{minor}",
+                _fatal("0A000", f"unsupported frontend protocol {major}.{minor}: "
+                                "server supports 3.0 to 3.0"))
+        try:
+            params = m.parse_startup_params(body[4:])
+        except m.StartupError as e:
+            raise StartupRefused(str(e), _fatal(e.sqlstate, str(e))) from e
+        if not params.get("user"):
+            raise StartupRefused("no PostgreSQL user name specified in startup packet",
+                                 _fatal("28000",
+                                        "no PostgreSQL user name specified in startup packet"))
+        if "replication" in params and params["replication"] not in ("false", "off", "0", "no"):
+            raise StartupRefused("replication connections are not supported",
+                                 _fatal("0A000", "replication connections are not supported "
+                                                 "through pgpool"))
+        return Startup(major, minor, params, head + body)

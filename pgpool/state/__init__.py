@@ -1,0 +1,1 @@
+"""pgpool/state package."""

@@ -1,0 +1,219 @@
+"""The shared-memory segment: backend table, process slots, pool slots and the request ring.
+
+One anonymous shared mmap is made by the parent before the first fork; every process sees the
+same bytes through ctypes structures laid over it. Ownership rules (no locks on the data path):
+- the backend table is written only by the parent, which bumps `generation` after each change;
+- a process slot (and its pool slots) is written only by the worker that owns it;
+- the request ring is the one multi-writer structure, guarded by a lock.
+"""
+
+import ctypes
+import mmap
+import multiprocessing
+import time
+
+MAX_BACKENDS = 128
+NAMEDATALEN = 64
+
+# Backend status, as pgpool-II numbers them (BACKEND_STATUS in pool.h).
+CON_UNUSED, CON_CONNECT_WAIT, CON_UP, CON_DOWN = 0, 1, 2, 3
+STATUS_NAMES = {CON_UNUSED: "unused", CON_CONNECT_WAIT: "waiting", CON_UP: "up", CON_DOWN: "down"}
+
+# Roles (SERVER_ROLE in pool.h).
+ROLE_MAIN, ROLE_REPLICA, ROLE_PRIMARY, ROLE_STANDBY = 0, 1, 2, 3
+ROLE_NAMES = {ROLE_MAIN: "main", ROLE_REPLICA: "replica", ROLE_PRIMARY: "primary",
+              ROLE_STANDBY: "standby"}
+
+# Worker status (ProcessInfo.status).
+PS_WAIT_FOR_CONNECTION, PS_EXECUTE_COMMAND, PS_IDLE, PS_IDLE_IN_TRANSACTION = 0, 1, 2, 3
+PROCESS_STATUS_NAMES = {PS_WAIT_FOR_CONNECTION: "Wait for connection",
+                        PS_EXECUTE_COMMAND: "Execute command", PS_IDLE: "Idle",
+                        PS_IDLE_IN_TRANSACTION: "Idle in transaction"}
+
+# Failover request kinds.
+REQ_NODE_UP, REQ_NODE_DOWN, REQ_PROMOTE, REQ_CLOSE_IDLE = 1, 2, 3, 4
+REQUEST_RING_SIZE = 16
+
+
+class BackendSlot(ctypes.Structure):
+    _fields_ = [
+        ("status", ctypes.c_int32),
+        ("role", ctypes.c_int32),
+        ("quarantine", ctypes.c_int32),
+        ("weight", ctypes.c_double),
+        ("standby_delay", ctypes.c_uint64),
+        ("status_changed_time", ctypes.c_int64),
+        ("replication_state", ctypes.c_char * 32),
+        ("replication_sync_state", ctypes.c_char * 32),
+    ]
+
+
+class Header(ctypes.Structure):
+    _fields_ = [
+        ("generation", ctypes.c_uint64),
+        ("num_backends", ctypes.c_int32),
+        ("primary_node_id", ctypes.c_int32),
+        ("main_node_id", ctypes.c_int32),
+        ("switching", ctypes.c_int32),
+        ("conn_counter", ctypes.c_int64),
+        ("parent_pid", ctypes.c_int32),
+        ("req_head", ctypes.c_int32),
+        ("req_tail", ctypes.c_int32),
+        ("_pad", ctypes.c_int32),
+    ]
+
+
+class Request(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int32), ("node_id", ctypes.c_int32),
+                ("flags", ctypes.c_int32), ("requester", ctypes.c_int32)]
+
+
+def _make_types(max_pool: int, num_backends: int):
+    """ctypes types whose array sizes depend on the configuration (fixed at start)."""
+
+    class ConnSlot(ctypes.Structure):
+        """One backend connection of a pool slot."""
+        _fields_ = [
+            ("pid", ctypes.c_int32),
+            ("key", ctypes.c_int32),
+            ("connected", ctypes.c_int32),
+        ]
+
+    class PoolSlot(ctypes.Structure):
+        _fields_ = [
+            ("database", ctypes.c_char * NAMEDATALEN),
+            ("user", ctypes.c_char * NAMEDATALEN),
+            ("major", ctypes.c_int32),
+            ("minor", ctypes.c_int32),
+            ("counter", ctypes.c_int32),
+            ("load_balancing_node", ctypes.c_int32),
+            ("create_time", ctypes.c_int64),
+            ("client_connection_time", ctypes.c_int64),
+            ("client_disconnection_time", ctypes.c_int64),
+            ("in_use", ctypes.c_int32),
+            ("_pad", ctypes.c_int32),
+            ("conns", ConnSlot * num_backends),
+        ]
+
+    class ProcessSlot(ctypes.Structure):
+        _fields_ = [
+            ("pid", ctypes.c_int32),
+            ("status", ctypes.c_int32),
+            ("start_time", ctypes.c_int64),
+            ("client_connection_count", ctypes.c_int32),
+            ("connected", ctypes.c_int32),
+            ("current_pool", ctypes.c_int32),
+            ("need_to_restart", ctypes.c_int32),
+            ("client_start_time", ctypes.c_int64),
+            ("last_activity", ctypes.c_int64),
+            ("pools", PoolSlot * max_pool),
+            # statistics, one writer (this worker): per node SELECT and statement kind counters
+            ("select_cnt", ctypes.c_uint64 * num_backends),
+            ("insert_cnt", ctypes.c_uint64 * num_backends),
+            ("update_cnt", ctypes.c_uint64 * num_backends),
+            ("delete_cnt", ctypes.c_uint64 * num_backends),
+            ("ddl_cnt", ctypes.c_uint64 * num_backends),
+            ("other_cnt", ctypes.c_uint64 * num_backends),
+            ("error_cnt", ctypes.c_uint64 * num_backends),
+            ("fatal_cnt", ctypes.c_uint64 * num_backends),
+            ("panic_cnt", ctypes.c_uint64 * num_backends),
+        ]
+
+    return ConnSlot, PoolSlot, ProcessSlot
+
+
+class SharedState:
+    """Owner of the shared segment; created in the parent, inherited by every child."""
+
+    def __init__(self, num_children: int, max_pool: int, num_backends: int):
+        self.num_children = num_children
+        self.max_pool = max_pool
+        self.num_backends = max(1, num_backends)
+        _, self.PoolSlot, self.ProcessSlot = _make_types(max_pool, MAX_BACKENDS)
+        sizes = [ctypes.sizeof(Header), ctypes.sizeof(BackendSlot) * MAX_BACKENDS,
+                 ctypes.sizeof(Request) * REQUEST_RING_SIZE,
+                 ctypes.sizeof(self.ProcessSlot) * num_children]
+        self._mm = mmap.mmap(-1, sum(sizes) + 64, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        off = 0
+        self.header = Header.from_buffer(self._mm, off)
+        off += sizes[0]
+        self.backends = (BackendSlot * MAX_BACKENDS).from_buffer(self._mm, off)
+        off += sizes[1]
+        self.requests = (Request * REQUEST_RING_SIZE).from_buffer(self._mm, off)
+        off += sizes[2]
+        self.processes = (self.ProcessSlot * num_children).from_buffer(self._mm, off)
+        self.header.num_backends = self.num_backends
+        self.header.primary_node_id = -1
+        self.header.main_node_id = 0
+        self._req_lock = multiprocessing.Lock()
+
+    # ---- backend table (parent writes) ------------------------------------------------
+
+    def set_backend(self, node_id: int, *, status: int | None = None, role: int | None = None,
+                    weight: float | None = None, touch: bool = True) -> None:
+        b = self.backends[node_id]
+        if status is not None and status != b.status:
+            b.status = status
+            if touch:
+                b.status_changed_time = int(time.time())
+        if role is not None:
+            b.role = role
+        if weight is not None:
+            b.weight = weight
+        self.header.generation += 1
+
+    def bump(self) -> None:
+        self.header.generation += 1
+
+    # ---- request ring (any process writes, parent drains) -----------------------------
+
+    def push_request(self, kind: int, node_id: int, flags: int = 0, requester: int = 0) -> bool:
+        with self._req_lock:
+            h = self.header
+            nxt = (h.req_tail + 1) % REQUEST_RING_SIZE
+            if nxt == h.req_head:
+                return False
+            r = self.requests[h.req_tail]
+            r.kind, r.node_id, r.flags, r.requester = kind, node_id, flags, requester
+            h.req_tail = nxt
+            return True
+
+    def pop_requests(self) -> list[tuple[int, int, int, int]]:
+        out = []
+        with self._req_lock:
+            h = self.header
+            while h.req_head != h.req_tail:
+                r = self.requests[h.req_head]
+                out.append((r.kind, r.node_id, r.flags, r.requester))
+                h.req_head = (h.req_head + 1) % REQUEST_RING_SIZE
+        return out
+
+    # ---- process slots ------------------------------------------------------------------
+
+    def reset_process_slot(self, index: int, pid: int) -> None:
+        ctypes.memset(ctypes.addressof(self.processes[index]), 0,
+                      ctypes.sizeof(self.ProcessSlot))
+        p = self.processes[index]
+        p.pid = pid
+        p.start_time = int(time.time())
+        p.current_pool = -1
+
+    def connected_clients(self) -> int:
+        return sum(1 for p in self.processes if p.connected)
+
+    def find_cancel_target(self, pid: int, key: int):
+        """The pool slot whose main backend has (pid, key): list of (node, pid, key) of all
+        its backends, or None."""
+        nb = self.num_backends
+        for p in self.processes:
+            if not p.connected:
+                continue
+            for pool in p.pools:
+                if not pool.in_use:
+                    continue
+                for node in range(nb):
+                    c = pool.conns[node]
+                    if c.connected and c.pid == pid and c.key == key:
+                        return [(n, pool.conns[n].pid, pool.conns[n].key) for n in range(nb)
+                                if pool.conns[n].connected]
+        return None

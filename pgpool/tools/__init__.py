@@ -1,0 +1,1 @@
+"""pgpool/tools package."""
