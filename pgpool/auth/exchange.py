@@ -90,8 +90,9 @@ def no_hba_entry_error(client_host: str, user: str, database: str, ssl: bool) ->
 def _read_password_packet(io: MessageIO) -> bytes:
     kind, payload = io.recv_message()
     if kind != b"p":
+        received = kind.decode(errors="replace")
         raise AuthError("authentication failed",
-                        f"unexpected password response received. expected 'p' received '{kind.decode(errors='replace')}'",
+                        f"unexpected password response received. expected 'p' received '{received}'",
                         PROTOCOL_VIOLATION, "FATAL")
     return payload
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pgpool.config.errors import ConfigError
 from pgpool.config.files import read_pgpool_node_id
 from pgpool.config.settings import (
-    ENUM_ALIASES, INIT, MEMORY_UNITS, PER_NODE, SETTINGS, TIME_UNITS, Setting,
+    ENUM_ALIASES, INIT, MAX_BACKENDS, MEMORY_UNITS, PER_NODE, SETTINGS, TIME_UNITS, Setting,
 )
 
 MAX_INCLUDE_DEPTH = 10
@@ -398,6 +398,40 @@ def canonical_backend_flag(text: str) -> str:
     return flag + ("|ALWAYS_PRIMARY" if "ALWAYS_PRIMARY" in parts else "")
 
 
+def check_log_destination(text: str) -> str:
+    """log_destination: stderr and/or syslog, comma separated."""
+    bad = [d for d in (p.strip() for p in text.split(",")) if d not in ("stderr", "syslog")]
+    if bad:
+        raise ValueError(f"unknown destination {bad[0]!r}; expected stderr and/or syslog")
+    return text
+
+
+def check_redirect_list(text: str) -> str:
+    """database/app_name_redirect_preference_list: 'regex:node[(ratio)],...', node = primary, standby or an id."""
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        regex, sep, target = entry.rpartition(":")
+        m = re.fullmatch(r"(primary|standby|[0-9]+)(?:\(([0-9.]+)\))?", target.strip(), re.I)
+        if not sep or not regex or not m or (m.group(1).isdigit() and int(m.group(1)) >= MAX_BACKENDS):
+            raise ValueError(f'wrong redirect node spec in "{entry}"; expected <regex>:<primary|standby|node id>'
+                             f"[(<ratio>)]")
+        if m.group(2) is not None and not 0.0 <= float(m.group(2)) <= 1.0:
+            raise ValueError(f'redirect ratio in "{entry}" must be between 0.0 and 1.0')
+        try:
+            re.compile(regex)
+        except re.error as e:
+            raise ValueError(f'wrong regular expression "{regex}": {e}') from None
+    return text
+
+
+# Extra checks and normalisation of particular parameters (value -> value, ValueError if not acceptable).
+VALIDATORS = {
+    "backend_flag": canonical_backend_flag,
+    "log_destination": check_log_destination,
+    "database_redirect_preference_list": check_redirect_list,
+    "app_name_redirect_preference_list": check_redirect_list,
+}
+
+
 @dataclass
 class Config:
     """A complete, validated pgpool configuration."""
@@ -558,8 +592,8 @@ def parse_items(items: list[Item], source_file: str | None) -> Config:
                               f'postfix, e.g. "{name}0"', file=item.file, line=item.line, parameter=name)
         try:
             value = convert(s, item.value)
-            if s.name == "backend_flag":
-                value = canonical_backend_flag(value)
+            if s.name in VALIDATORS:
+                value = VALIDATORS[s.name](value)
             if s.name == "socket_dir" and item.name == "unix_socket_directories" and "," in value:
                 raise ValueError("pgpool-II 4.3 supports a single socket directory")
         except ValueError as e:

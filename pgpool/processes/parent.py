@@ -29,19 +29,22 @@ class StartupFailure(Exception):
     """The server cannot start; the message says why."""
 
 
+def socket_dirs(cfg) -> list[str]:
+    """Unix socket directories (pgpool-II 4.3 has one, `socket_dir`; empty = none)."""
+    return [cfg.socket_dir] if cfg.socket_dir else []
+
+
 def _create_listeners(cfg) -> list[socket.socket]:
     socks = []
     backlog = max(1, int(cfg.num_init_children * cfg.listen_backlog_multiplier))
-    for d in cfg.unix_socket_directories:
+    for d in socket_dirs(cfg):
         path = os.path.join(d, f".s.PGSQL.{cfg.port}")
         try:
             if os.path.exists(path):
                 os.unlink(path)
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.bind(path)
-            os.chmod(path, int(str(cfg.unix_socket_permissions), 8)
-                     if isinstance(cfg.unix_socket_permissions, str)
-                     else cfg.unix_socket_permissions)
+            os.chmod(path, 0o777)          # as pgpool-II 4.3 (no permissions setting)
             s.listen(backlog)
         except OSError as e:
             raise StartupFailure(f"failed to create INET domain socket: could not bind Unix "
@@ -407,7 +410,7 @@ class Server:
                 s.close()
             except OSError:
                 pass
-        for d in self.cfg.unix_socket_directories:
+        for d in socket_dirs(self.cfg):
             try:
                 os.unlink(os.path.join(d, f".s.PGSQL.{self.cfg.port}"))
             except OSError:

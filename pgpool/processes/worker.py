@@ -96,11 +96,13 @@ class Worker:
         self.shm.reset_process_slot(self.index, os.getpid())
         slot = self.shm.processes[self.index]
         self.pool = ConnectionPool(self.cfg.max_pool, self.shm, self.index)
-        poller = select.poll()
+        # EPOLLEXCLUSIVE: a new connection wakes one waiting worker, not all of them (the
+        # thundering herd pgpool-II suffers from without serialize_accept).
+        poller = select.epoll()
         by_fd = {}
         for ls in self.listeners:
             ls.setblocking(False)
-            poller.register(ls.fileno(), select.POLLIN)
+            poller.register(ls.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
             by_fd[ls.fileno()] = ls
         served = 0
         idle_since = time.monotonic()
@@ -127,7 +129,7 @@ class Worker:
                 left = max(0.0, expiry - time.time())
                 timeout = left if timeout is None else min(timeout, left)
             try:
-                events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+                events = poller.poll(-1 if timeout is None else timeout + 0.001)
             except InterruptedError:
                 continue
             self.pool.expire(cfg.connection_life_time)

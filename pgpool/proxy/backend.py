@@ -41,7 +41,7 @@ class BackendConn:
     """A started-up backend session; the relay reads and writes `sock` directly."""
 
     __slots__ = ("node_id", "sock", "pid", "key", "params", "txn_status", "rbuf", "fileno",
-                 "auth_kind")
+                 "auth_kind", "handshake")
 
     def __init__(self, node_id: int, sock: socket.socket):
         self.node_id = node_id
@@ -53,6 +53,7 @@ class BackendConn:
         self.txn_status = b"I"
         self.rbuf = bytearray()
         self.auth_kind = 0
+        self.handshake: bytes | None = None    # cached AuthOk + ParameterStatus + KeyData
 
     # -- message I/O used during startup, authentication and pool maintenance --------------
 
@@ -77,20 +78,6 @@ class BackendConn:
                 raise EOFError("backend closed the connection")
             buf += chunk
 
-    def read_until_ready(self) -> tuple[bytes, list[dict]]:
-        """Consume messages up to ReadyForQuery; returns (status, error fields seen)."""
-        errors = []
-        while True:
-            kind, payload = self.recv_message()
-            if kind == b"Z":
-                self.txn_status = payload[:1]
-                return self.txn_status, errors
-            if kind == b"E":
-                errors.append(m.parse_error_fields(payload))
-            elif kind == b"S":
-                k, v = payload.split(b"\0")[:2]
-                self.params[k.decode()] = v.decode()
-
     def simple_query(self, sql: str) -> tuple[list[list[str | None]], list[dict]]:
         """Run a query on this connection; returns (rows as text, errors)."""
         self.send(m.query(sql))
@@ -114,6 +101,7 @@ class BackendConn:
             elif kind == b"S":
                 k, v = payload.split(b"\0")[:2]
                 self.params[k.decode()] = v.decode()
+                self.handshake = None
             elif kind == b"Z":
                 self.txn_status = payload[:1]
                 return rows, errors
@@ -121,11 +109,7 @@ class BackendConn:
     def is_broken(self) -> bool:
         """True if the server closed the socket or sent something while idle."""
         try:
-            self.sock.setblocking(False)
-            try:
-                self.sock.recv(1, socket.MSG_PEEK)
-            finally:
-                self.sock.setblocking(True)
+            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
             return False
         except OSError:

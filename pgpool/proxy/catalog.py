@@ -43,7 +43,7 @@ class CatalogCache:
     @staticmethod
     def _idle_primary(session):
         view = session.view
-        conn = session.conns.get(view.primary_node_id) if view is not None else None
+        conn = session.conns.get(view.primary) if view is not None else None
         if conn is None or conn.rbuf:
             return None
         relay = session.relay

@@ -24,11 +24,6 @@ def _reply(columns, rows, tag=None):
     return lambda status: body + m.ready_for_query(status)
 
 
-def _error(message: str, sqlstate: str = "XX000", detail: str | None = None):
-    body = m.error_response("ERROR", sqlstate, message, detail)
-    return lambda status: body + m.ready_for_query(b"E" if status != b"I" else status)
-
-
 class LocalCommands:
     def __init__(self, session):
         self.session = session
@@ -185,7 +180,11 @@ def show_pool_backend_stats(session):
 
 def show_pool_status(session):
     from pgpool.config import show as cfgshow
-    cols, rows = cfgshow.pool_status_rows(session.cfg, session.pgpool_overrides)
+    shm = session.shm
+    status = [_status_name(shm.backends[i]) for i in range(len(session.cfg.backends))]
+    delay = [shm.backends[i].standby_delay for i in range(len(session.cfg.backends))]
+    cols, rows = cfgshow.pool_status_rows(session.cfg, backend_status=status,
+                                          standby_delay=delay)
     return _reply(cols, rows)
 
 
@@ -203,13 +202,20 @@ SHOW_COMMANDS = {
 
 def pgpool_command(session, cmd):
     from pgpool.config import show as cfgshow
+    verb, name, value = cmd
     try:
-        result = cfgshow.execute_pgpool_command(session.cfg, session.pgpool_overrides, cmd)
-    except cfgshow.PgpoolCommandError as e:
-        return _error(str(e), getattr(e, "sqlstate", "XX000"))
-    if result.overrides is not None:
-        session.apply_overrides(result.overrides)
-    if result.columns:
-        return _reply(result.columns, result.rows, result.tag)
-    body = m.command_complete(result.tag)
+        if verb == "show":
+            cols, rows = cfgshow.pgpool_show(session.cfg, name, session.pgpool_overrides)
+            return _reply(cols, rows, "SHOW")
+        if verb == "set":
+            new = cfgshow.pgpool_set(session.cfg, session.pgpool_overrides, name, value)
+            tag = "SET"
+        else:
+            new = cfgshow.pgpool_reset(session.cfg, session.pgpool_overrides, name)
+            tag = "RESET"
+    except cfgshow.CommandError as e:
+        body = m.error_response("ERROR", e.sqlstate, e.message, e.detail, e.hint)
+        return lambda status: body + m.ready_for_query(b"E" if status != b"I" else status)
+    session.apply_overrides(new)
+    body = m.command_complete(tag)
     return lambda status: body + m.ready_for_query(status)

@@ -89,8 +89,10 @@ class ConnectionPool:
             s.create_time = ps.create_time
             s.counter = ps.counter
             s.in_use = 1
-            for c in s.conns:
-                c.connected = 0
+            conns = s.conns
+            for node in range(self.shm.num_backends):
+                if node not in ps.conns and conns[node].connected:
+                    conns[node].connected = 0
             for node, c in ps.conns.items():
                 sc = s.conns[node]
                 sc.pid, sc.key, sc.connected = c.pid, c.key, 1
@@ -106,8 +108,9 @@ class ConnectionPool:
             s.database = b""
             s.user = b""
             s.counter = 0
-            for c in s.conns:
-                c.connected = 0
+            conns = s.conns
+            for node in range(self.shm.num_backends):
+                conns[node].connected = 0
 
     def expire(self, life_time: int, now: float | None = None) -> None:
         """Close idle slots older than connection_life_time seconds (0 = never)."""

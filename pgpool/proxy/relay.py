@@ -46,7 +46,7 @@ class BackendLost(Exception):
 class Unit:
     """One request that ends with a ReadyForQuery from each of its nodes."""
 
-    __slots__ = ("nodes", "reply", "closed", "local", "copy_in", "skip_parse")
+    __slots__ = ("nodes", "reply", "closed", "local", "copy_in", "skip_parse", "alt")
 
     def __init__(self, nodes, reply, closed=True, local=None):
         self.nodes = nodes
@@ -55,6 +55,7 @@ class Unit:
         self.local = local
         self.copy_in = False
         self.skip_parse = 0
+        self.alt = None         # node -> replacement message (e.g. plain BEGIN for standbys)
 
 
 class Relay:
@@ -84,12 +85,20 @@ class Relay:
         self._fd_node = {c.fileno: n for n, c in conns.items()}
         self._registered: dict[int, int] = {}
         self.stalled: set[int] = set()          # nodes with buffered replies for a later unit
+        self.listening = False                  # the session ran LISTEN: watch for NOTIFY
+        self._out: list[bytes] = []             # client messages gathered for _out_nodes
+        self._out_nodes = None
 
     # ---- main loop ---------------------------------------------------------------------
 
     def run(self) -> None:
         """Relay until the client sends Terminate (returns) or something fails (raises)."""
         client = self.client
+        if self.cbuf:
+            data = bytes(self.cbuf)
+            self.cbuf.clear()
+            self.on_client_data(data)
+        single = len(self.conns) == 1
         while not self.terminated:
             units = self.units
             if self.stalled:
@@ -116,6 +125,18 @@ class Relay:
                         raise BackendLost(n, "EOF encountered with backend")
                     self.on_backend_data(n, data)
                     continue
+            elif (single and not self.listening and not self.idle_limit and not self.batch
+                  and self.open_unit is None and not self.stalled):
+                # Idle, nothing can arrive from the backend that the client waits for:
+                # read the next request directly (saves a poll per query).
+                try:
+                    data = client.recv(RECV_SIZE)
+                except OSError as e:
+                    raise ClientClosed(str(e)) from e
+                if not data:
+                    raise ClientClosed("EOF from client")
+                self.on_client_data(data)
+                continue
             self.wait_and_read()
 
     def wait_and_read(self) -> None:
@@ -169,8 +190,6 @@ class Relay:
             buf.clear()
         n = len(data)
         pos = 0
-        out = []                # bytes for the current destination (raw fast path)
-        out_nodes = None
         unpack = _I32.unpack_from
         while n - pos >= 5:
             kind = data[pos]
@@ -184,18 +203,14 @@ class Relay:
             msg = data[pos:end]
             pos = end
             dest = self.on_client_message(kind, msg)
-            if dest is None:
-                continue
-            if dest is not out_nodes:
-                if out:
-                    self._send_to(out_nodes, b"".join(out))
-                    out = []
-                out_nodes = dest
-            out.append(msg)
+            if dest is not None:
+                if dest != self._out_nodes:
+                    self._flush_out()
+                    self._out_nodes = dest
+                self._out.append(msg)
             if self.terminated:
                 break
-        if out:
-            self._send_to(out_nodes, b"".join(out))
+        self._flush_out()
         if pos < n and not self.terminated:
             if n - pos >= 5:
                 length = unpack(data, pos + 1)[0]
@@ -204,6 +219,13 @@ class Relay:
             self.cbuf += data[pos:]
         if self.batch and self.batch_size > BATCH_FLUSH_BYTES:
             self.flush_batch(closing=False)
+
+    def _flush_out(self) -> None:
+        """Send the messages gathered for one destination (one write per node)."""
+        if self._out:
+            self._send_to(self._out_nodes, b"".join(self._out))
+            self._out = []
+        self._out_nodes = None
 
     def _send_to(self, nodes, payload: bytes) -> None:
         for node in nodes:
@@ -270,6 +292,8 @@ class Relay:
             self.flush_batch(closing=False)
 
     def simple_query(self, msg: bytes):
+        if not self.listening and b"listen" in msg.lower():
+            self.listening = True
         head = msg[5:17].lower()
         if head.startswith(_LOCAL_PREFIXES):
             sql = msg[5:-1].decode("utf-8", "replace")
@@ -279,6 +303,11 @@ class Relay:
                 return None
         u = self.router.simple_query_unit(msg)
         self._push(u)
+        if u.alt:
+            self._flush_out()
+            for node in u.nodes:
+                self._send_to((node,), u.alt.get(node, msg))
+            return None
         return u.nodes
 
     def flush_batch(self, closing: bool) -> None:
@@ -286,6 +315,9 @@ class Relay:
         batch = self.batch
         self.batch = []
         self.batch_size = 0
+        if not self.listening:
+            self.listening = any(m_[0] == K_P and b"listen" in m_.lower() for m_ in batch)
+        self._flush_out()
         u, prefixes = self.router.batch_unit(batch)
         u.closed = closing
         self._push(u)
@@ -359,6 +391,7 @@ class Relay:
             elif kind == B_S:
                 k, v = data[pos + 5:end].split(b"\0")[:2]
                 conn.params[k.decode()] = v.decode()
+                conn.handshake = None
             elif kind == B_G or kind == B_W:
                 if u is not None:
                     u.copy_in = True

@@ -6,6 +6,7 @@ extended-protocol batches follow their statements, and a named statement needed 
 was never parsed on is re-parsed there first (pgpool-II's parse-before-bind).
 """
 
+from pgpool.protocol import messages as m
 from pgpool.proxy.relay import Unit
 
 _STAT_KINDS = {b"select": "select", b"with": "select", b"insert": "insert", b"update": "update",
@@ -144,23 +145,28 @@ class StreamRouting:
         self.log = StatementLog(session)
         self.stmts: dict[str, _Stmt] = {}
         self.portals: dict[str, str] = {}
-        self.last_nodes: tuple = (view.primary_node_id,)
+        self.last_nodes: tuple = (view.primary,)
         self.is_volatile = session.is_volatile
 
-    def _decide(self, facts):
-        return self._route(facts, self.state, self.view, self.cfg, is_volatile=self.is_volatile)
+    def _decide(self, facts, sql=None):
+        return self._route(facts, self.state, self.view, self.cfg, sql=sql,
+                           is_volatile=self.is_volatile)
 
     def simple_query_unit(self, msg: bytes) -> Unit:
         sql = msg[5:-1].decode("utf-8", "replace")
         facts = self._classify(sql)
-        d = self._decide(facts)
-        self.state.after_statement(facts, d)
-        nodes = tuple(d.nodes)
+        d = self._decide(facts, sql)
+        self.state.after_statement(facts, d, self.cfg)
+        nodes = d.nodes
         self.last_nodes = nodes
         self.stats.count(stat_kind(msg[5:-1]), nodes)
         self.session.note_route(d)
         self.log.simple(nodes, sql)
-        return Unit(nodes, d.reply_node)
+        u = Unit(nodes, d.reply_node)
+        if d.plain_begin_for_standbys:
+            plain = m.query("BEGIN")
+            u.alt = {n: plain for n in nodes if n != self.view.primary}
+        return u
 
     def batch_unit(self, batch):
         decisions = []
@@ -175,7 +181,7 @@ class StreamRouting:
                 st = _Stmt(facts, msg, query)
                 self.stmts[name] = st
                 parsed_here.append(st)
-                decisions.append(self._decide(facts))
+                decisions.append(self._decide(facts, query))
             elif k == 66:                                 # Bind
                 portal, sname = bind_names(msg)
                 self.portals[portal] = sname
@@ -186,8 +192,8 @@ class StreamRouting:
                 portal, _ = _cstr_at(msg, 5)
                 st = self.stmts.get(self.portals.get(portal, ""))
                 if st is not None:
-                    d = self._decide(st.facts)
-                    self.state.after_statement(st.facts, d)
+                    d = self._decide(st.facts, st.query)
+                    self.state.after_statement(st.facts, d, self.cfg)
                     decisions.append(d)
                     self.stats.count(stat_kind(st.query.encode()[:12]), tuple(d.nodes))
             elif k == 68 and msg[5] == 83:                # Describe statement
@@ -204,7 +210,7 @@ class StreamRouting:
                 if set(d.nodes) != nodes:
                     same = False
                     nodes |= set(d.nodes)
-            primary = self.view.primary_node_id
+            primary = self.view.primary
             if same:
                 reply = first.reply_node
             else:
@@ -214,8 +220,7 @@ class StreamRouting:
             nodes_t = tuple(sorted(nodes))
         else:
             nodes_t = self.last_nodes
-            reply = self.view.primary_node_id if self.view.primary_node_id in nodes_t \
-                else nodes_t[0]
+            reply = self.view.primary if self.view.primary in nodes_t else nodes_t[0]
         self.last_nodes = nodes_t
         unit = Unit(nodes_t, reply, closed=False)
         prefixes = {}
@@ -236,7 +241,7 @@ class StreamRouting:
         return unit, prefixes
 
     def function_call_unit(self) -> Unit:
-        p = self.view.primary_node_id
+        p = self.view.primary
         self.last_nodes = (p,)
         return Unit((p,), p)
 

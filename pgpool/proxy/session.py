@@ -170,14 +170,14 @@ class Session:
     def _backend_targets(self) -> list[int]:
         """Nodes this session connects to: the main node in raw mode, every up node otherwise."""
         view = self.view
-        up = [n.node_id for n in view.nodes if n.status in ("up", "waiting")]
+        up = list(view.usable_ids)
         if not up:
             raise SessionEnd("all backend nodes are down",
                              fatal("XX000", "pgpool is not accepting any new connections",
                                    "all backend nodes are down, pgpool requires at least one "
                                    "valid node"))
         if view.clustering_mode == "raw":
-            return [view.main_node_id if view.main_node_id in up else up[0]]
+            return [view.main_node_id]
         return up
 
     def _begin_session(self) -> None:
@@ -195,6 +195,8 @@ class Session:
             self.worker.pool.discard(ps.slot)
             ps = None
         io = ClientIO(self.sock)
+        io.buf += st.extra
+        self.client_io = io
         if ps is not None:
             auth_flow.reauthenticate(self.worker, io, ps, frontend_method, st)
             self.conns = ps.conns
@@ -204,7 +206,7 @@ class Session:
         else:
             targets = self._backend_targets()
             main_node = targets[0] if self.view.clustering_mode == "raw" else \
-                (self.view.primary_node_id if self.view.primary_node_id in targets else targets[0])
+                (self.view.primary if self.view.primary in targets else targets[0])
             client_password = None
             if frontend_method is not None:
                 client_password = auth_flow.authenticate_client(self.worker, io, frontend_method,
@@ -275,11 +277,13 @@ class Session:
         self.conns = {}
 
     def _send_handshake(self, main: BackendConn) -> None:
-        out = [m.auth_ok()]
-        out.extend(m.parameter_status(k, v) for k, v in main.params.items())
-        out.append(m.backend_key_data(main.pid, main.key))
-        out.append(m.ready_for_query(main.txn_status))
-        self.sock.sendall(b"".join(out))
+        hs = main.handshake
+        if hs is None:
+            out = [m.auth_ok()]
+            out.extend(m.parameter_status(k, v) for k, v in main.params.items())
+            out.append(m.backend_key_data(main.pid, main.key))
+            hs = main.handshake = b"".join(out)
+        self.sock.sendall(hs + m.ready_for_query(main.txn_status))
 
     # ---- relay -------------------------------------------------------------------------
 
@@ -293,12 +297,11 @@ class Session:
                                             f"'{self.view.clustering_mode}' is not supported yet"))
         from pgpool import router
         st = self.startup
-        self.route_state = router.SessionRouteState()
+        self.route_state = router.SessionRouteState(st.database, st.application_name)
         view = restrict(self.view, set(self.conns))
         self.view = view
-        lb = router.choose_load_balance_node(view, self.cfg, st.database, st.application_name)
-        self.route_state.load_balance_node = lb
-        self.slot.pools[self.ps.slot].load_balancing_node = lb
+        lb = self.route_state.choose_load_balance_node(view, self.cfg)
+        self.slot.pools[self.ps.slot].load_balancing_node = -1 if lb is None else lb
         return StreamRouting(self, self.route_state, view)
 
     def _relay(self) -> None:
@@ -306,6 +309,7 @@ class Session:
         local = LocalCommands(self)
         relay = Relay(self.sock, self.conns, router, local.handle, self.stats,
                       idle_limit=self.cfg.client_idle_limit, on_status=self._on_status)
+        relay.cbuf += self.client_io.buf
         self.relay = relay
         self.slot.status = S.PS_IDLE
         try:

@@ -25,6 +25,7 @@ class Startup:
     minor: int
     params: dict
     raw: bytes          # the packet as received (length word included)
+    extra: bytes = b""  # bytes the client sent after it (normally none)
 
     @property
     def user(self) -> str:
@@ -45,20 +46,29 @@ class Cancel:
     key: int
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            chunk = sock.recv(n - len(buf))
-        except socket.timeout as e:
-            raise ClientGone("timeout while reading the startup packet") from e
-        except OSError as e:
-            raise ClientGone(str(e)) from e
-        if not chunk:
-            raise ClientGone("client closed the connection before sending a startup packet"
-                             if not buf else "incomplete startup packet")
-        buf += chunk
-    return bytes(buf)
+class _Reader:
+    """Reads the startup packets with as few recv calls as possible (usually one per packet)."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def exact(self, n: int) -> bytes:
+        buf = self.buf
+        while len(buf) < n:
+            try:
+                chunk = self.sock.recv(max(8192, n - len(buf)))
+            except socket.timeout as e:
+                raise ClientGone("timeout while reading the startup packet") from e
+            except OSError as e:
+                raise ClientGone(str(e)) from e
+            if not chunk:
+                raise ClientGone("client closed the connection before sending a startup packet"
+                                 if not buf else "incomplete startup packet")
+            buf += chunk
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
 
 
 def _fatal(sqlstate: str, msg: str) -> bytes:
@@ -70,13 +80,14 @@ def read_startup(sock: socket.socket) -> Startup | Cancel:
 
     TLS comes in a later release; until then a client asking for it is told 'N' and may go on
     in plain text (as PostgreSQL does when ssl = off)."""
+    reader = _Reader(sock)
     while True:
-        head = _recv_exact(sock, 4)
+        head = reader.exact(4)
         length = struct.unpack("!i", head)[0]
         if length < 8 or length > m.MAX_STARTUP_PACKET_LENGTH:
             raise StartupRefused(f"invalid length of startup packet: {length}",
                                  _fatal("08P01", "invalid length of startup packet"))
-        body = _recv_exact(sock, length - 4)
+        body = reader.exact(length - 4)
         code = struct.unpack_from("!i", body)[0]
         if code in (m.SSL_REQUEST_CODE, m.GSSENC_REQUEST_CODE):
             sock.sendall(b"N")
@@ -109,4 +120,4 @@ def read_startup(sock: socket.socket) -> Startup | Cancel:
             raise StartupRefused("replication connections are not supported",
                                  _fatal("0A000", "replication connections are not supported "
                                                  "through pgpool"))
-        return Startup(major, minor, params, head + body)
+        return Startup(major, minor, params, head + body, bytes(reader.buf))

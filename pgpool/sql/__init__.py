@@ -1,1 +1,1 @@
-"""pgpool/sql package."""
+"""SQL text analysis for routing: classify() -> StatementFacts (the only place sqlglot is used)."""

@@ -27,7 +27,9 @@ __all__ = ["StatementFacts", "classify", "cache_info", "clear_cache", "LOCK_MODE
 # "unparsable" ourselves, so the log line is noise on the data path.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
-CACHE_SIZE = 4096
+CACHE_SIZE = 4096        # entries in each of the two caches
+MAX_CACHED_TEXT = 16384  # longer texts (bulk INSERTs...) are analysed every time, never kept
+MAX_PARSED_TEXT = 65536  # longer statements are not given to sqlglot (time): not a known read
 
 # PostgreSQL lock strengths (storage/lockdefs.h).
 LOCK_MODES = {
@@ -110,7 +112,7 @@ _KEY_TOKEN = re.compile(
 _SPLIT = re.compile(
     rf"{_ESTRING}|{_STRING}|{_DOLLAR}|{_QIDENT}|{_LINE_COMMENT}|{_BLOCK_COMMENT}|(?P<semi>;)", re.S)
 
-# Word tokens for the keyword parsers: (kind, text).
+# Word tokens for the keyword parsers.
 _WORD = re.compile(
     rf"\s+|{_LINE_COMMENT}|{_BLOCK_COMMENT}"
     rf"|(?P<str>{_ESTRING}|{_STRING}|{_DOLLAR})"
@@ -150,10 +152,8 @@ def _tokens(sql: str) -> list[tuple[str, str, int, int]]:
     """Word tokens (kind, text, start, end); kinds: id (UPPER), qid, str (body), num, punct."""
     out = []
     for m in _WORD.finditer(sql):
-        kind = m.lastgroup
-        if kind == "tag":  # the dollar tag group sits inside "str"
-            kind = "str"
-        if kind is None:
+        kind = m.lastgroup  # the outer group ("str", not the dollar "tag" inside it)
+        if kind is None:  # whitespace or comment
             continue
         text = m.group(kind)
         if kind == "id":
@@ -243,6 +243,8 @@ def _is_catalog(name: str) -> bool:
 
 
 def _parse(sql: str) -> exp.Expression | None:
+    if len(sql) > MAX_PARSED_TEXT:
+        return None
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
     except Exception:  # any parser failure (ParseError, TokenError, recursion) = unparsable
@@ -293,6 +295,7 @@ def _dml(kind: str, stmt: str, toks, words) -> dict:
 # Keyword-level handlers: (kind, stmt, tokens, WORDS) -> dict of StatementFacts fields
 
 _FALSE_WORDS = frozenset(("OFF", "F", "FALSE", "0", "NO", "N"))
+_TRUE_WORDS = frozenset(("ON", "T", "TRUE", "1", "YES", "Y"))
 
 
 def _txn_modes(words: list[str]) -> dict:
@@ -349,7 +352,7 @@ def _set(kind, stmt, toks, words) -> dict:
     if name == "transaction_read_only":
         if values and values[0] in _FALSE_WORDS:
             out["target"] = "primary"
-        elif values:
+        elif values and values[0] in _TRUE_WORDS:
             out["read_only"] = True
     elif name in ("transaction_isolation", "default_transaction_isolation") and values:
         scope = "transaction" if name == "transaction_isolation" else "session"
@@ -373,10 +376,10 @@ def _discard(kind, stmt, toks, words) -> dict:
 
 def _lock(kind, stmt, toks, words) -> dict:
     mode = LOCK_MODES["ACCESS EXCLUSIVE"]
-    if "IN" in words and "MODE" in words:
-        i = len(words) - 1 - words[::-1].index("IN")
-        j = words.index("MODE", i)
-        mode = LOCK_MODES.get(" ".join(words[i + 1:j]), mode)
+    if "IN" in words:
+        tail = words[len(words) - words[::-1].index("IN"):]
+        if "MODE" in tail:
+            mode = LOCK_MODES.get(" ".join(tail[:tail.index("MODE")]), mode)
     return {"kind": "lock", "lock_mode": mode,
             "target": "primary" if mode >= ROW_EXCLUSIVE else "both"}
 
@@ -491,7 +494,11 @@ def _analyse_one(stmt: str) -> StatementFacts:
         return StatementFacts(kind="other")
     kind = _KIND_OF_WORD.get(word, word.lower())
     toks = _tokens(stmt)
-    return StatementFacts(**{"kind": kind, **handler(kind, stmt, toks, _words(toks))})
+    try:
+        fields = handler(kind, stmt, toks, _words(toks))
+    except (IndexError, ValueError):  # malformed statement the keyword parser cannot follow
+        fields = {"parsed": False}
+    return StatementFacts(**{"kind": kind, **fields})
 
 
 def _analyse(sql: str) -> StatementFacts:
@@ -505,7 +512,8 @@ def _analyse(sql: str) -> StatementFacts:
         return replace(_analyse_one(parts[0] if parts else ""), **text)
     every = [_analyse_one(p) for p in parts]
     return replace(
-        every[0], multi_statement=True, target="primary",
+        every[0], multi_statement=True, target="primary", transaction=None, serializable=None,
+        read_only=False, read_write=False, isolation_reset=False,
         is_read_only=all(f.is_read_only for f in every),
         parsed=all(f.parsed for f in every),
         functions=tuple(dict.fromkeys(n for f in every for n in f.functions)),
@@ -518,8 +526,11 @@ _exact: OrderedDict[str, StatementFacts] = OrderedDict()   # exact text -> facts
 _stats = {"hits": 0, "misses": 0}
 
 
+_FAST_HEADS = frozenset(("SELECT", "INSERT", "UPDATE", "DELETE"))
+
+
 def _cache_key(sql: str) -> str:
-    if _FIRST.match(sql).group(3).upper() not in _NORMALIZED:
+    if sql[:6].upper() not in _FAST_HEADS and _FIRST.match(sql).group(3).upper() not in _NORMALIZED:
         return sql
     if '"' in sql or "--" in sql or "/*" in sql or ("$" in sql and _DOLLAR_QUOTE.search(sql)):
         if sql.count("/*") > 1:  # possibly nested comments: not worth the risk, key on the text
@@ -536,6 +547,8 @@ def _remember(cache: OrderedDict, key: str, facts: StatementFacts) -> None:
 
 def classify(sql: str) -> StatementFacts:
     """Facts about a simple-query string or a Parse message's statement text."""
+    if len(sql) > MAX_CACHED_TEXT:
+        return _analyse(sql)
     facts = _exact.get(sql)
     if facts is not None:
         _exact.move_to_end(sql)
@@ -556,7 +569,7 @@ def classify(sql: str) -> StatementFacts:
 
 def cache_info() -> dict:
     """Hit/miss counters and current size of the classification cache."""
-    return {**_stats, "size": len(_cache), "max_size": CACHE_SIZE}
+    return {**_stats, "size": len(_cache), "exact_size": len(_exact), "max_size": CACHE_SIZE}
 
 
 def clear_cache() -> None:

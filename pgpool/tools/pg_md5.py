@@ -142,10 +142,10 @@ def prompt_password() -> str:
     saved = termios.tcgetattr(fd)
     quiet = termios.tcgetattr(fd)
     quiet[3] &= ~(termios.ECHO | termios.ECHOE | termios.ECHOK | termios.ECHONL)
-    sys.stdout.write("password: ")
-    sys.stdout.flush()
     try:
         termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        sys.stdout.write("password: ")
+        sys.stdout.flush()
         line = sys.stdin.readline()
     finally:
         termios.tcsetattr(fd, termios.TCSANOW, saved)

@@ -104,6 +104,9 @@ def test_enum_values_as_pgpool_accepts():
     ("primary_routing_query_pattern_list = 'SELECT \\'a\\;b\\';SELECT 2'", "primary_routing_query_pattern_list",
      ["SELECT 'a\\;b'", "SELECT 2"]),
     ("health_check_period = 10", "health_check_period", 10),
+    ("database_redirect_preference_list = 'postgres:primary,my.*:1(0.3)'", "database_redirect_preference_list",
+     "postgres:primary,my.*:1(0.3)"),
+    ("log_destination = 'stderr,syslog'", "log_destination", "stderr,syslog"),
 ])
 def test_values(line, name, value):
     assert getattr(parse(line), name) == value
@@ -160,6 +163,14 @@ def test_values(line, name, value):
     ("other_pgpool_hostname0 = 'x'",
      'parameter "other_pgpool_hostname0" in file "t.conf" line 1 was removed in pgpool-II 4.2: describe every '
      'pgpool node with hostnameN (same list on all nodes) and put the local node id in pgpool_node_id'),
+    ("log_destination = 'file'", 'invalid value for parameter "log_destination": "file" in file "t.conf" line 1: '
+                                 "unknown destination 'file'; expected stderr and/or syslog"),
+    ("app_name_redirect_preference_list = 'psql:foo'",
+     'invalid value for parameter "app_name_redirect_preference_list": "psql:foo" in file "t.conf" line 1: wrong '
+     'redirect node spec in "psql:foo"; expected <regex>:<primary|standby|node id>[(<ratio>)]'),
+    ("database_redirect_preference_list = 'x:primary(2)'",
+     'invalid value for parameter "database_redirect_preference_list": "x:primary(2)" in file "t.conf" line 1: '
+     'redirect ratio in "x:primary(2)" must be between 0.0 and 1.0'),
     ("master_slave_mode = on\nmaster_slave_sub_mode = 'mirror'",
      'invalid value for parameter "master_slave_sub_mode": "mirror" in file "t.conf" line 2: expected one of '
      'stream, slony, logical'),

@@ -38,7 +38,8 @@ def parse(text, **kw):
     ("local all all trust,md5", "multiple values specified for authentication type"),
     ("local all all trust foo", "authentication option not in name=value format: foo"),
     ("local all all trust foo=bar", 'unrecognized authentication option name: "foo"'),
-    ("local all all md5 ldapserver=x", 'authentication option "ldapserver" is only valid for authentication methods ldap'),
+    ("local all all md5 ldapserver=x",
+     'authentication option "ldapserver" is only valid for authentication methods ldap'),
     ("local all all ldap ldapport=abc", 'invalid LDAP port number: "abc"'),
     ("local db1 ,db2 all trust", 'invalid authentication method "all"'),   # " ," ends the field
     ("local " + "x" * 300 + " all trust", "authentication file token too long"),
