@@ -48,7 +48,7 @@ def _pgpool_conf(workdir: Path, port: int, pcp_port: int, cluster: PgCluster, mo
     lines = {
         "listen_addresses": "'127.0.0.1'", "port": port, "pcp_port": pcp_port,
         "pcp_listen_addresses": "'127.0.0.1'",
-        "unix_socket_directories": f"'{workdir}'", "pcp_socket_dir": f"'{workdir}'",
+        "socket_dir": f"'{workdir}'", "pcp_socket_dir": f"'{workdir}'",
         "pid_file_name": f"'{workdir}/pgpool.pid'", "logdir": f"'{workdir}'",
         "backend_clustering_mode": "'streaming_replication'" if mode == "streaming" else "'raw'",
         "num_init_children": 32, "max_pool": 4, "enable_pool_hba": "off",

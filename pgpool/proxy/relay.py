@@ -246,6 +246,9 @@ class Relay:
         if kind in EXTENDED or kind == K_H:
             if self.open_unit is not None:
                 return self.open_unit.nodes
+            if kind == K_H and not self.batch:
+                # A Flush with nothing buffered: it concerns requests already sent.
+                return self.units[-1].nodes if self.units and self.units[-1].nodes else None
             self.batch.append(msg)
             self.batch_size += len(msg)
             if kind == K_H:

@@ -46,42 +46,44 @@ class StatementLog:
 
     def __init__(self, session):
         self.session = session
+        self.stmt_text: dict[str, str] = {}
+        self.portal_text: dict[str, str] = {}
+
+    def _line(self, nodes, text: str) -> None:
+        s = self.session
+        for n in nodes:
+            c = s.conns.get(n)
+            s.log("LOG", f"DB node id: {n} backend pid: {c.pid if c else 0} statement: {text}")
 
     def simple(self, nodes, sql: str) -> None:
-        s = self.session
-        cfg = s.cfg
+        cfg = self.session.cfg
         if cfg.log_statement:
-            s.log("LOG", f"statement: {sql}")
+            self.session.log("LOG", f"statement: {sql}")
         if cfg.log_per_node_statement:
-            for n in nodes:
-                c = s.conns.get(n)
-                s.log("LOG", f"DB node id: {n} backend pid: {c.pid if c else 0} statement: {sql}")
+            self._line(nodes, sql)
 
     def batch(self, nodes, batch) -> None:
-        s = self.session
-        cfg = s.cfg
+        cfg = self.session.cfg
         if not (cfg.log_statement or cfg.log_per_node_statement):
             return
         for msg in batch:
             k = msg[0:1]
             if k == b"P":
-                text = "Parse: " + parse_message_query(msg)[1]
+                name, query = parse_message_query(msg)
+                self.stmt_text[name] = query
+                text = "Parse: " + query
+            elif k == b"B":
+                portal, stmt = bind_names(msg)
+                self.portal_text[portal] = self.stmt_text.get(stmt, "")
+                text = "B message"
             elif k == b"E":
-                text = "Execute: " + s_portal_text(s, msg)
+                text = "Execute: " + self.portal_text.get(_cstr_at(msg, 5)[0], "")
             else:
                 text = f"{k.decode()} message"
             if cfg.log_statement and k in (b"P", b"E"):
-                s.log("LOG", f"statement: {text}")
+                self.session.log("LOG", f"statement: {text}")
             if cfg.log_per_node_statement:
-                for n in nodes:
-                    c = s.conns.get(n)
-                    s.log("LOG", f"DB node id: {n} backend pid: {c.pid if c else 0} "
-                                 f"statement: {text}")
-
-
-def s_portal_text(session, msg: bytes) -> str:
-    portal, _ = _cstr_at(msg, 5)
-    return session.portal_text.get(portal, "")
+                self._line(nodes, text)
 
 
 class RawRouting:
@@ -108,7 +110,6 @@ class RawRouting:
                 q = msg.index(b"\0", 5) + 1
                 self.stats.count(stat_kind(msg[q:q + 12]), self.nodes)
         if self.logging:
-            self.session.note_portals(batch)
             self.log.batch(self.nodes, batch)
         return Unit(self.nodes, self.main, closed=False), None
 
@@ -213,6 +214,11 @@ class StreamRouting:
             primary = self.view.primary
             if same:
                 reply = first.reply_node
+            elif any(d.writes for d in decisions) and primary in nodes:
+                # One batch, one implicit transaction: a write in it takes the whole batch
+                # to the primary, never a write to a standby.
+                nodes = {primary}
+                reply = primary
             else:
                 reply = primary if primary in nodes else first.reply_node
             for d in decisions:
@@ -235,9 +241,7 @@ class StreamRouting:
             st.nodes.update(nodes_t)
         for name in closed_stmts:
             self.stmts.pop(name, None)
-        if self.cfg.log_statement or self.cfg.log_per_node_statement:
-            self.session.note_portals(batch)
-            self.log.batch(nodes_t, batch)
+        self.log.batch(nodes_t, batch)
         return unit, prefixes
 
     def function_call_unit(self) -> Unit:

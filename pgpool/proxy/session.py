@@ -98,7 +98,6 @@ class Session:
         self.conns: dict[int, BackendConn] = {}
         self.ps: PooledSession | None = None
         self.startup = None
-        self.portal_text: dict[str, str] = {}
         self.route_state = None
         self.view = None
         self.relay: Relay | None = None
@@ -358,20 +357,6 @@ class Session:
 
     def note_route(self, decision) -> None:
         self.last_route = decision
-
-    def note_portals(self, batch) -> None:
-        """Remember query text per portal for Execute log lines."""
-        from pgpool.proxy.routing import bind_names, parse_message_query
-        stmt_text = getattr(self, "_stmt_text", None)
-        if stmt_text is None:
-            stmt_text = self._stmt_text = {}
-        for msg in batch:
-            if msg[0] == 80:
-                name, q = parse_message_query(msg)
-                stmt_text[name] = q
-            elif msg[0] == 66:
-                portal, stmt = bind_names(msg)
-                self.portal_text[portal] = stmt_text.get(stmt, "")
 
     def is_volatile(self, func_name: str):
         return self.worker.catalog.is_volatile(self, func_name)

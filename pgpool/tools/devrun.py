@@ -35,7 +35,7 @@ def pgpool_settings(cluster: PgCluster, run_dir: Path, port: int, pcp_port: int)
         "port": port,
         "pcp_listen_addresses": "localhost",
         "pcp_port": pcp_port,
-        "unix_socket_directories": str(run_dir),
+        "socket_dir": str(run_dir),
         "pcp_socket_dir": str(run_dir),
         "pid_file_name": str(run_dir / "pgpool.pid"),
         "logdir": str(run_dir),

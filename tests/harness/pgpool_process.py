@@ -91,7 +91,7 @@ class PgpoolProcess:
         settings.update({
             "port": self.port,
             "pcp_port": self.pcp_port,
-            "unix_socket_directories": str(self.workdir),
+            "socket_dir": str(self.workdir),
             "pcp_socket_dir": str(self.workdir),
             "pid_file_name": str(self.workdir / "pgpool.pid"),
             "logdir": str(self.workdir),
