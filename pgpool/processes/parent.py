@@ -423,18 +423,38 @@ class Server:
         deadline = None if mode == signal.SIGTERM else time.monotonic() + 10
         while self.children:
             try:
-                pid, _ = os.waitpid(-1, 0)
+                pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
-            except InterruptedError:
+            if pid:
+                self.children.pop(pid, None)
                 continue
-            self.children.pop(pid, None)
+            sigs, self.pending_signals = self.pending_signals, []
+            for sig in sigs:
+                if sig in (signal.SIGINT, signal.SIGQUIT) and mode == signal.SIGTERM:
+                    # a smart shutdown waiting for clients is turned into a fast / immediate one
+                    mode = sig
+                    log.log("LOG", "received fast shutdown request" if sig == signal.SIGINT
+                            else "received immediate shutdown request")
+                    deadline = time.monotonic() + 10
+                    for p in list(self.children):
+                        try:
+                            os.kill(p, sig)
+                        except OSError:
+                            pass
             if deadline is not None and time.monotonic() > deadline:
-                for p in self.children:
+                for p in list(self.children):
                     try:
                         os.kill(p, signal.SIGKILL)
                     except OSError:
                         pass
+                deadline = time.monotonic() + 5
+            try:
+                select.select([self._wakeup_r], [], [], 0.1)
+                while os.read(self._wakeup_r, 512):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
         self._write_status()
         log.log("LOG", "pgpool-II shut down")
         return 0

@@ -64,7 +64,13 @@ class Worker:
 
     def _on_term(self, signum, frame):
         if self.in_session:
+            # smart shutdown: finish this session, accept nothing more
             self.stop_after_session = True
+            for ls in self.listeners:
+                try:
+                    ls.close()
+                except OSError:
+                    pass
         else:
             os._exit(0)
 
