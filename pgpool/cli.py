@@ -120,7 +120,9 @@ def _signal_server(cfg, sig: int, wait: bool) -> int:
     return 0
 
 
-def _daemonize(log_file: str | None) -> None:
+def _daemonize(log_file: str) -> None:
+    """Detach from the terminal. Until logging_collector / syslog exist, the log (stderr) goes
+    to `log_file` instead of /dev/null."""
     if os.fork() > 0:
         os._exit(0)
     os.setsid()
@@ -130,9 +132,15 @@ def _daemonize(log_file: str | None) -> None:
     fd = os.open("/dev/null", os.O_RDWR)
     os.dup2(fd, 0)
     os.dup2(fd, 1)
-    os.dup2(fd, 2)
     if fd > 2:
         os.close(fd)
+    try:
+        lfd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    except OSError:
+        lfd = os.open("/dev/null", os.O_WRONLY)
+    os.dup2(lfd, 2)
+    if lfd > 2:
+        os.close(lfd)
 
 
 def _check_pid_file(path: str) -> bool:
@@ -199,7 +207,7 @@ def main(argv=None) -> int:
         log.log("FATAL", str(e))
         return 3
     if not args.dont_detach:
-        _daemonize(None)
+        _daemonize(os.path.join(cfg.logdir, "pgpool.log"))
     try:
         with open(cfg.pid_file_name, "w") as f:
             f.write(f"{os.getpid()}\n")
