@@ -17,10 +17,8 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import psycopg
@@ -112,12 +110,16 @@ class Guard:
 
     def __init__(self, pgpool: PgpoolProcess, open_other: bool = True):
         self.pgpool = pgpool
-        self.offset = len(pgpool.log_text())
+        self.begin = self.offset = len(pgpool.log_text())
         self.other = pgpool.connect(application_name="bad_input_other") if open_other else None
         self.other_pid = backend_pid(self.other) if self.other else None
 
-    def new_log(self) -> str:
-        return self.pgpool.log_text()[self.offset:]
+    def mark(self) -> None:
+        """Log lines written from now on are the ones the next bad input is judged by."""
+        self.offset = len(self.pgpool.log_text())
+
+    def new_log(self, since_begin: bool = False) -> str:
+        return self.pgpool.log_text()[self.begin if since_begin else self.offset:]
 
     def log_lines(self, pattern: str) -> list[str]:
         rx = re.compile(rf"{LOG_LEVELS}:\s+.*(?:{pattern})", re.I)
@@ -145,25 +147,18 @@ class Guard:
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert "Traceback" not in self.pgpool.log_text(), self.pgpool.log_text()
 
+    def keep_busy(self) -> KeepBusy:
+        """Keep the earlier session busy (under client_idle_limit) until .finish()."""
+        self.busy = KeepBusy(self.other)
+        return self.busy
+
     def close(self) -> None:
+        busy = getattr(self, "busy", None)
+        if busy is not None:
+            busy.stop.set()
+            busy.thread.join(5)
         if self.other is not None:
             self.other.close()
-
-
-def dump_on_failure(request, pgpool: PgpoolProcess, guard: Guard | None = None) -> None:
-    if phase_failed(request):
-        text = guard.new_log() if guard else pgpool.log_text()
-        print(f"\n===== pgpool log ({pgpool.workdir}) since the test began =====\n{text}")
-
-
-def start_pgpool(cluster, overrides: dict | None = None, **kwargs) -> PgpoolProcess:
-    return PgpoolProcess(cluster, overrides, **kwargs).start(timeout=30)
-
-
-def stop_pgpool(pgpool: PgpoolProcess, keep: bool) -> None:
-    pgpool.stop()
-    if not keep:
-        pgpool.cleanup()
 
 
 # ---- fixtures --------------------------------------------------------------------------------
@@ -172,17 +167,33 @@ def stop_pgpool(pgpool: PgpoolProcess, keep: bool) -> None:
 def pool(pg_cluster):
     """Two workers: with the guard's session holding one, every bad client lands on the other,
     and so does the next new connection (same worker, or its replacement)."""
-    pgpool = start_pgpool(pg_cluster, {"num_init_children": 2})
-    yield pgpool
-    stop_pgpool(pgpool, keep=False)
+    pgpool = PgpoolProcess(pg_cluster, {"num_init_children": 2})
+    try:
+        yield pgpool.start(timeout=30)
+    finally:
+        pgpool.cleanup()
 
 
 @pytest.fixture
-def guard(request, pool):
-    g = Guard(pool)
-    yield g
-    g.close()
-    dump_on_failure(request, pool, g)
+def watch(request):
+    """watch(pgpool) -> a Guard; at teardown guards are closed and, when the test failed, the
+    pgpool log written since each guard began is printed."""
+    guards: list[Guard] = []
+
+    def make(pgpool: PgpoolProcess) -> Guard:
+        guards.append(Guard(pgpool))
+        return guards[-1]
+
+    yield make
+    for g in guards:
+        g.close()
+        if phase_failed(request):
+            print(f"\n===== pgpool log ({g.pgpool.workdir}) since the test began =====\n{g.new_log(since_begin=True)}")
+
+
+@pytest.fixture
+def guard(watch, pool):
+    return watch(pool)
 
 
 @pytest.fixture
@@ -191,14 +202,15 @@ def own_pool(request, pg_cluster):
     started: list[PgpoolProcess] = []
 
     def start(overrides=None, cluster=None, **kwargs):
-        pgpool = start_pgpool(cluster or pg_cluster, overrides, **kwargs)
+        pgpool = PgpoolProcess(cluster or pg_cluster, overrides, **kwargs)
         started.append(pgpool)
-        return pgpool
+        return pgpool.start(timeout=30)
 
     yield start
     for pgpool in started:
-        dump_on_failure(request, pgpool)
-        stop_pgpool(pgpool, keep=phase_failed(request))
+        pgpool.stop()
+        if not phase_failed(request):    # a failed test's work directory is kept
+            pgpool.cleanup()
 
 
 PASSWORD = "s3cret-pw"
@@ -209,8 +221,7 @@ MD5_USER, MD5_PASSWORD = "md5user", "md5-pw"
 def pw_cluster():
     """A one-node cluster asking SCRAM of everyone on TCP, except md5user (md5-stored password,
     md5 line in pg_hba.conf)."""
-    base = Path(tempfile.mkdtemp(prefix="pgpool-badinput-pw-", dir="/tmp"))
-    cluster = PgCluster.create(base / "c", num_standbys=0, auth="scram-sha-256", password=PASSWORD)
+    cluster = PgCluster.create(num_standbys=0, auth="scram-sha-256", password=PASSWORD)
     try:
         node = cluster.primary
         node.psql(f"SET password_encryption = 'md5'; CREATE ROLE {MD5_USER} LOGIN PASSWORD '{MD5_PASSWORD}'")
@@ -403,23 +414,24 @@ def test_client_disconnects_mid_query(guard, pool, pg_cluster):
 
 # ---- 6. a backend that dies in the middle of a result ---------------------------------------------
 
-def test_backend_terminated_mid_result(request, own_pool, pg_cluster):
-    pgpool = own_pool({"num_init_children": 3})
-    g = Guard(pgpool)
+def test_backend_terminated_mid_result(own_pool, watch, pg_cluster):
+    """With failover_on_backend_error = on (the default) pgpool-II 4.3.5 itself detaches the node
+    and restarts every child when a session's backend is killed; off, only that session ends."""
+    pgpool = own_pool({"num_init_children": 3, "failover_on_backend_error": False})
+    g = watch(pgpool)
     app = "bad_input_victim"
     outcome: dict[str, object] = {}
-    victim = pgpool.connect(application_name=app)
 
-    def run():
+    def run(victim):
         try:
             victim.execute("SELECT pg_sleep(0.01), g FROM generate_series(1, 1000) g").fetchall()
             outcome["result"] = "completed"
-        except BaseException as e:   # noqa: BLE001 - inspected below
+        except psycopg.Error as e:
             outcome["error"] = e
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
+    with pgpool.connect(application_name=app) as victim:
+        thread = threading.Thread(target=run, args=(victim,), daemon=True)
+        thread.start()
         (node, pid, _query), = wait_for(lambda: active_backends(pg_cluster, app), 10, 0.05,
                                         "the slow query to start")
         time.sleep(0.3)
@@ -427,19 +439,15 @@ def test_backend_terminated_mid_result(request, own_pool, pg_cluster):
             assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0] is True
         thread.join(15)
         assert not thread.is_alive(), "the client never got an answer"
-        err = outcome.get("error")
-        assert isinstance(err, psycopg.OperationalError), outcome
-        assert err.sqlstate in ("57P01", "08006"), (err.sqlstate, str(err))
-        g.assert_one_log_line(r"unable to read data from DB node|lost connection to backend node")
-        g.assert_nothing_lost()
-        with pgpool.connect() as conn:
-            statuses = [row[3] for row in conn.execute("SHOW pool_nodes").fetchall()]
-        assert statuses == ["up"] * len(pg_cluster.nodes), \
-            f"a killed session must not detach a node (pgpool-II fails over on read errors only): {statuses}"
-    finally:
-        victim.close()
-        g.close()
-        dump_on_failure(request, pgpool, g)
+    err = outcome.get("error")
+    assert isinstance(err, psycopg.OperationalError), outcome
+    assert err.sqlstate in ("57P01", "08006"), (err.sqlstate, str(err))
+    g.assert_one_log_line(r"unable to read data from DB node|lost connection to backend node")
+    g.assert_nothing_lost()
+    with pgpool.connect() as conn:
+        statuses = [row[3] for row in conn.execute("SHOW pool_nodes").fetchall()]
+    assert statuses == ["up"] * len(pg_cluster.nodes), \
+        f"failover_on_backend_error is off: a killed session must not detach a node: {statuses}"
 
 
 # ---- 7. authentication failures -----------------------------------------------------------------
@@ -517,17 +525,15 @@ def pw_pool(pw_cluster):
     """pgpool in front of the password cluster, relaying the backend's challenge (no pool_hba)."""
     pgpool = PgpoolProcess(pw_cluster, {"num_init_children": 2, "enable_pool_hba": False,
                                         "backend_clustering_mode": "raw"})
-    pgpool.start(timeout=30)
-    yield pgpool
-    stop_pgpool(pgpool, keep=False)
+    try:
+        yield pgpool.start(timeout=30)
+    finally:
+        pgpool.cleanup()
 
 
 @pytest.fixture
-def pw_guard(request, pw_pool):
-    g = Guard(pw_pool)
-    yield g
-    g.close()
-    dump_on_failure(request, pw_pool, g)
+def pw_guard(watch, pw_pool):
+    return watch(pw_pool)
 
 
 @pytest.mark.parametrize("user,password,method", [
@@ -585,130 +591,90 @@ def test_unknown_database(guard, pool):
 
 # ---- 8. pool_hba.conf ---------------------------------------------------------------------------
 
-def test_pool_hba_reject_and_md5(request, own_pool, hba_user):
+def test_pool_hba_reject_and_md5(own_pool, watch, hba_user):
     hba = ("local all all trust\n"
            "host all rejected_user 127.0.0.1/32 reject\n"
            f"host all {hba_user} 127.0.0.1/32 md5\n"
            "host all all 127.0.0.1/32 trust\n")
     pgpool = own_pool({"num_init_children": 2}, pool_hba=hba, pool_passwd={hba_user: "hba-pw"})
-    g = Guard(pgpool)
-    try:
-        rejected = login(pgpool, "rejected_user", None)
-        err = rejected["error"]
-        assert not rejected["ok"] and rejected["closed"] and err, rejected
-        assert err["S"] == "FATAL" and err["C"] == "28000", err
-        text = err.get("M", "") + "\n" + err.get("D", "")
-        assert 'no pool_hba.conf entry for host "127.0.0.1", user "rejected_user", database "postgres"' in text, err
-        g.assert_one_log_line(r"no pool_hba\.conf entry|client authentication failed")
+    g = watch(pgpool)
+    rejected = login(pgpool, "rejected_user", None)
+    err = rejected["error"]
+    assert not rejected["ok"] and rejected["closed"] and err, rejected
+    assert err["S"] == "FATAL" and err["C"] == "28000", err
+    text = err.get("M", "") + "\n" + err.get("D", "")
+    assert 'no pool_hba.conf entry for host "127.0.0.1", user "rejected_user", database "postgres"' in text, err
+    g.assert_one_log_line(r"no pool_hba\.conf entry|client authentication failed")
 
-        good = login(pgpool, hba_user, "hba-pw")
-        assert good["ok"] and good["methods"][:1] == [5], good
+    good = login(pgpool, hba_user, "hba-pw")
+    assert good["ok"] and good["methods"][:1] == [5], good
 
-        offset = g.offset
-        g.offset = len(pgpool.log_text())
-        bad = login(pgpool, hba_user, "wrong-pw")
-        err = bad["error"]
-        assert not bad["ok"] and bad["closed"] and err, bad
-        assert err["S"] == "FATAL" and err["C"] == "28P01", err
-        assert "authentication failed" in err["M"], err
-        g.assert_one_log_line(rf'authentication failed for user "{hba_user}"|md5 authentication failed')
-        g.offset = offset
-        g.assert_nothing_lost()
-    finally:
-        g.close()
-        dump_on_failure(request, pgpool, g)
+    g.mark()
+    bad = login(pgpool, hba_user, "wrong-pw")
+    err = bad["error"]
+    assert not bad["ok"] and bad["closed"] and err, bad
+    # pgpool-II itself answers a failed pool_hba md5 exchange with severity ERROR
+    assert err["S"] in ("FATAL", "ERROR") and err["C"] == "28P01", err
+    assert "authentication failed" in err["M"], err
+    g.assert_one_log_line(rf'authentication failed for user "{hba_user}"|md5 authentication failed')
+    g.assert_nothing_lost()
 
 
 # ---- 9. limits and timeouts ---------------------------------------------------------------------
 
-def test_reserved_connections(request, own_pool):
+def test_reserved_connections(own_pool, watch):
     pgpool = own_pool({"num_init_children": 2, "reserved_connections": 1})
-    g = Guard(pgpool)            # holds the one connection the limit allows
-    try:
-        with rawpg.RawConn(pgpool.host, pgpool.port) as conn:
-            conn.send(rawpg.startup_packet({"user": "postgres", "database": "postgres"}))
-            reply = conn.read_to_close(timeout=10)
-        assert_fatal(reply, "53300", "Sorry, too many clients already")
-        g.assert_one_log_line(r"too many clients")
-        assert g.other.execute("SELECT 1").fetchone()[0] == 1
-        g.other.close()
-        g.other = None
-        g.assert_nothing_lost()
-    finally:
-        g.close()
-        dump_on_failure(request, pgpool, g)
+    g = watch(pgpool)            # holds the one connection the limit allows
+    with rawpg.RawConn(pgpool.host, pgpool.port) as conn:
+        conn.send(rawpg.startup_packet({"user": "postgres", "database": "postgres"}))
+        reply = conn.read_to_close(timeout=3)
+    assert_fatal(reply, "53300", "Sorry, too many clients already")
+    g.assert_one_log_line(r"too many clients")
+    assert g.other.execute("SELECT 1").fetchone()[0] == 1
+    g.other.close()
+    g.other = None               # with it gone, a new connection is allowed again
+    g.assert_nothing_lost()
 
 
 @pytest.fixture(scope="module")
 def timeout_pool(pg_cluster):
     pgpool = PgpoolProcess(pg_cluster, {"num_init_children": 2, "client_idle_limit": 1,
                                         "authentication_timeout": 1})
-    pgpool.start(timeout=30)
-    yield pgpool
-    stop_pgpool(pgpool, keep=False)
-
-
-class KeepBusy:
-    """Runs a query on a connection every 0.2 s in a thread, so that it is never idle."""
-
-    def __init__(self, conn: psycopg.Connection):
-        self.conn, self.stop, self.errors = conn, threading.Event(), []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop.wait(0.2):
-            try:
-                self.conn.execute("SELECT 1")
-            except psycopg.Error as e:
-                self.errors.append(e)
-                return
-
-    def finish(self):
-        self.stop.set()
-        self.thread.join(5)
-        assert not self.errors, f"the busy session failed: {self.errors}"
-
-
-def test_client_idle_limit(request, timeout_pool):
-    g = Guard(timeout_pool)
-    busy = KeepBusy(g.other)
     try:
-        with rawpg.RawConn(timeout_pool.host, timeout_pool.port) as conn:
-            conn.startup()
-            idle_from = time.monotonic()
-            reply = conn.read_to_close(timeout=10)
-            waited = time.monotonic() - idle_from
-        busy.finish()
-        assert 0.8 <= waited <= 4, f"idle session closed after {waited:.2f}s"
-        err = assert_fatal(reply, "57000")
-        assert "client_idle_limit" in err.get("M", "") + err.get("D", ""), err
-        g.assert_one_log_line(r"client_idle_limit")
-        g.assert_nothing_lost()
+        yield pgpool.start(timeout=30)
     finally:
-        busy.stop.set()
-        g.close()
-        dump_on_failure(request, timeout_pool, g)
+        pgpool.cleanup()
 
 
-def test_authentication_timeout(request, timeout_pool):
-    g = Guard(timeout_pool)
-    busy = KeepBusy(g.other)
-    try:
-        with rawpg.RawConn(timeout_pool.host, timeout_pool.port) as conn:
-            connected = time.monotonic()
-            reply = conn.read_to_close(timeout=10)
-            waited = time.monotonic() - connected
-        busy.finish()
-        assert reply.closed, "pgpool never closed the silent connection"
-        assert 0.8 <= waited <= 4, f"silent client closed after {waited:.2f}s"
-        assert reply.kinds() in (b"", b"E"), reply.kinds()
-        g.assert_one_log_line(r"timeout|timed out")
-        g.assert_nothing_lost()     # the worker serves the next client
-    finally:
-        busy.stop.set()
-        g.close()
-        dump_on_failure(request, timeout_pool, g)
+def test_client_idle_limit(watch, timeout_pool):
+    g = watch(timeout_pool)
+    busy = g.keep_busy()
+    with rawpg.RawConn(timeout_pool.host, timeout_pool.port) as conn:
+        conn.startup()
+        idle_from = time.monotonic()
+        reply = conn.read_to_close(timeout=10)
+        waited = time.monotonic() - idle_from
+    assert 0.8 <= waited <= 4, f"idle session closed after {waited:.2f}s"
+    err = assert_fatal(reply, "57000")
+    assert "client_idle_limit" in err.get("M", "") + err.get("D", ""), err
+    g.assert_one_log_line(r"client_idle_limit")
+    busy.finish()                # from here on the earlier session must be used within 1 s
+    g.assert_nothing_lost()
+
+
+def test_authentication_timeout(watch, timeout_pool):
+    g = watch(timeout_pool)
+    busy = g.keep_busy()
+    with rawpg.RawConn(timeout_pool.host, timeout_pool.port) as conn:
+        connected = time.monotonic()
+        reply = conn.read_to_close(timeout=10)
+        waited = time.monotonic() - connected
+    assert reply.closed, "pgpool never closed the silent connection"
+    assert 0.8 <= waited <= 4, f"silent client closed after {waited:.2f}s"
+    assert reply.kinds() in (b"", b"E"), reply.kinds()
+    g.assert_one_log_line(r"authentication timeout|timed? ?out")
+    busy.finish()
+    g.assert_nothing_lost()      # the worker serves the next client
 
 
 # ---- 10. a killed worker is replaced ------------------------------------------------------------

@@ -462,9 +462,10 @@ def test_listen_notify_between_two_connections(pool):
 
 def test_notice_response(conn):
     notices = []
-    conn.add_notice_handler(notices.append)
+    # A Diagnostic is only readable inside the handler.
+    conn.add_notice_handler(lambda diag: notices.append((diag.severity_nonlocalized, diag.message_primary)))
     conn.execute("DO $$BEGIN RAISE NOTICE 'proto notice %', 42; RAISE WARNING 'proto warning'; END$$")
-    assert [(n.severity_nonlocalized, n.message_primary) for n in notices] == [
+    assert notices == [
         ("NOTICE", "proto notice 42"), ("WARNING", "proto warning")]
     assert conn.execute("SELECT 'after notice'").fetchone() == ("after notice",)
 
@@ -561,36 +562,56 @@ def test_show_pool_nodes(pool, conn, mode):
         assert rows[1][11] == "streaming" and rows[1][12] == "async"
 
 
+def my_pool_rows(conn) -> list[dict[str, str]]:
+    """SHOW pool_pools rows of the pool slot serving ``conn`` (found by node 0's backend pid)."""
+    columns, rows = show(conn, "SHOW pool_pools")
+    records = [dict(zip(columns, row)) for row in rows]
+    main = [r for r in records if r["backend_id"] == "0" and r["pool_backendpid"] == str(conn.info.backend_pid)]
+    assert len(main) == 1, f"no single pool_pools row with backend pid {conn.info.backend_pid}: {rows}"
+    return [r for r in records if (r["pool_pid"], r["pool_id"]) == (main[0]["pool_pid"], main[0]["pool_id"])]
+
+
 def test_show_pool_processes(pool, conn):
+    my_pid = my_pool_rows(conn)[0]["pool_pid"]
     columns, rows = show(conn, "SHOW pool_processes")
     assert columns == POOL_PROCESSES_COLUMNS
     assert len(rows) == NUM_CHILDREN
     assert all(row[0].isdigit() and TIMESTAMP_RE.match(row[1]) for row in rows)
-    mine = [row for row in rows if row[7] == "Execute command"]
-    assert len(mine) == 1
-    assert (mine[0][3], mine[0][4]) == (TEST_DB, "postgres")
-    assert TIMESTAMP_RE.match(mine[0][5])
-    assert int(mine[0][6]) >= 1
     assert {row[7] for row in rows} <= {"Execute command", "Wait for connection", "Idle", "Idle in transaction"}
+    mine = dict(zip(columns, next(row for row in rows if row[0] == my_pid)))
+    assert (mine["database"], mine["username"]) == (TEST_DB, "postgres")
+    assert TIMESTAMP_RE.match(mine["backend_connection_time"])
+    assert int(mine["pool_counter"]) >= 1
+    assert mine["status"] == "Execute command"  # the process answering is running this command
+
+
+def test_show_pool_processes_right_after_start(pgpool_factory, mode, databases):
+    """Every child is listed as soon as pgpool accepts clients; the first use of a pool counts 1."""
+    pgpool = pgpool_factory({"backend_clustering_mode": mode, "num_init_children": 6})
+    with pgpool.connect(dbname=TEST_DB) as conn:
+        columns, rows = show(conn, "SHOW pool_processes")
+        assert len(rows) == 6
+        mine = [dict(zip(columns, row)) for row in rows if row[3] == TEST_DB]
+        assert [(r["pool_counter"], r["status"]) for r in mine] == [("1", "Execute command")]
 
 
 def test_show_pool_pools(pool, conn, mode):
     columns, rows = show(conn, "SHOW pool_pools")
     assert columns == POOL_POOLS_COLUMNS
     assert len(rows) == NUM_CHILDREN * MAX_POOL * len(pool.cluster.nodes)
-    records = [dict(zip(columns, row)) for row in rows]
-    mine = [r for r in records if r["status"] == "Execute command" and r["database"] == TEST_DB]
-    assert mine, "no pool row for this session"
-    main = [r for r in mine if r["backend_id"] == "0"]
-    assert len(main) == 1
-    assert main[0]["username"] == "postgres"
-    assert main[0]["pool_backendpid"] == str(conn.info.backend_pid)
-    assert main[0]["pool_connected"] == "1"
-    assert (main[0]["majorversion"], main[0]["minorversion"]) == ("3", "0")
-    assert TIMESTAMP_RE.match(main[0]["backend_connection_time"])
+    mine = my_pool_rows(conn)
+    assert [r["backend_id"] for r in mine] == [str(n.node_id) for n in pool.cluster.nodes]
+    main = mine[0]
+    assert (main["database"], main["username"]) == (TEST_DB, "postgres")
+    assert main["pool_connected"] == "1"
+    assert (main["majorversion"], main["minorversion"]) == ("3", "0")
+    assert TIMESTAMP_RE.match(main["backend_connection_time"])
+    assert TIMESTAMP_RE.match(main["client_connection_time"])
+    assert int(main["pool_counter"]) >= 1
+    assert main["status"] == "Execute command"
     if mode == "streaming_replication":  # a session holds a connection to every node
-        standby = [r for r in mine if r["backend_id"] == "1" and r["pool_id"] == main[0]["pool_id"]]
-        assert len(standby) == 1 and int(standby[0]["pool_backendpid"]) > 0
+        assert mine[1]["database"] == TEST_DB and int(mine[1]["pool_backendpid"]) > 0
+        assert mine[1]["pool_backendpid"] != main["pool_backendpid"]
 
 
 def test_show_pool_version(pool, conn):
@@ -682,7 +703,7 @@ def test_pool_commands_inside_transaction(pool):
         started = conn.execute("SELECT now()::text").fetchone()[0]
         assert conn.info.transaction_status == TransactionStatus.INTRANS
         for command in POOL_COMMANDS_IN_TRANSACTION:
-            conn.execute(command).fetchall()
+            conn.execute(command)
             assert conn.info.transaction_status == TransactionStatus.INTRANS, command
         with pytest.raises(psycopg.Error, match="invalid Context"):
             conn.execute("PGPOOL SET port = 1")
