@@ -183,7 +183,7 @@ def main(argv=None) -> int:
         _err(f"FATAL:  could not open configuration file \"{config_file}\": {e.strerror}")
         return 1
     if args.debug:
-        cfg.values["log_min_messages"] = "debug5"
+        cfg.set("log_min_messages", "debug5")
     log.configure(cfg)
     if args.command == "stop":
         sig = STOP_SIGNALS.get(args.mode)

@@ -462,6 +462,20 @@ class Config:
             return values[name]
         raise AttributeError(name)
 
+    def set(self, name: str, value) -> None:
+        """Change one scalar setting (command-line override, session PGPOOL SET, reload)."""
+        self.values[name] = value
+        if name not in _FIELD_NAMES:
+            self.__dict__[name] = value
+
+    def refresh_attributes(self) -> None:
+        """Mirror `values` into plain attributes: the data path reads settings per query, and a
+        plain attribute costs a fraction of a __getattr__ call."""
+        d = self.__dict__
+        for k, v in self.values.items():
+            if k not in _FIELD_NAMES:
+                d[k] = v
+
     def __getitem__(self, name: str):
         found = lookup(name)
         if found is None:
@@ -500,6 +514,7 @@ class Config:
 
     def _finish(self) -> None:
         """Build the backend / watchdog / heartbeat views and check cross-parameter rules."""
+        self.refresh_attributes()
         nv = self.node_values
         ids = sorted(set(nv["backend_hostname"]) | set(nv["backend_port"]))
         for expected, got in enumerate(ids):
@@ -545,6 +560,9 @@ class Config:
             f' in file "{self.source_file}"' if self.source_file else "")
         return ConfigError(f"invalid configuration{loc}: {message}", file=where[0] if where else self.source_file,
                            line=where[1] if where else None, parameter=parameter)
+
+
+_FIELD_NAMES = frozenset(f for f in Config.__dataclass_fields__) | {"clustering_mode"}
 
 
 def _default(s: Setting):

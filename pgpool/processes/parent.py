@@ -385,7 +385,7 @@ class Server:
             return
         # settings that need a restart keep their running value
         for name in self.cfg.changed_needing_restart(new):
-            new.values[name] = self.cfg.values[name]
+            new.set(name, self.cfg.values[name])
             if name in new.node_values:
                 new.node_values[name] = self.cfg.node_values[name]
         new._finish()

@@ -14,7 +14,7 @@ import time
 from pgpool import log
 from pgpool.proxy.catalog import CatalogCache
 from pgpool.proxy.pool import ConnectionPool
-from pgpool.proxy.session import Session
+from pgpool.proxy.session import Session, Stats
 from pgpool.state import shm as S
 from pgpool.state.view import build_view
 
@@ -100,7 +100,8 @@ class Worker:
         log.set_process("child")
         self._install_signals()
         self.shm.reset_process_slot(self.index, os.getpid())
-        slot = self.shm.processes[self.index]
+        slot = self.slot = self.shm.processes[self.index]
+        self.stats = Stats(slot)
         self.pool = ConnectionPool(self.cfg.max_pool, self.shm, self.index)
         # EPOLLEXCLUSIVE: a new connection wakes one waiting worker, not all of them (the
         # thundering herd pgpool-II suffers from without serialize_accept).

@@ -81,7 +81,7 @@ class Relay:
         self.copy_unit: Unit | None = None
         self.terminated = False
         self.txn_status = b"I"
-        self._poller = select.poll()
+        self._poller = None                     # made on first need (most sessions never poll)
         self._fd_node = {c.fileno: n for n, c in conns.items()}
         self._registered: dict[int, int] = {}
         self.stalled: set[int] = set()          # nodes with buffered replies for a later unit
@@ -141,6 +141,8 @@ class Relay:
 
     def wait_and_read(self) -> None:
         poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
         want = {self.cfileno: select.POLLIN}
         for n, q in self.node_q.items():
             if not q or q[0].reply != n or (self.units and q[0] is self.units[0]):

@@ -93,8 +93,8 @@ class Session:
         self.is_unix = sock.family == socket.AF_UNIX
         self.client_host = "[local]" if self.is_unix else addr[0]
         self.client_port = None if self.is_unix else addr[1]
-        self.slot = self.shm.processes[worker.index]
-        self.stats = Stats(self.slot)
+        self.slot = worker.slot
+        self.stats = worker.stats
         self.conns: dict[int, BackendConn] = {}
         self.ps: PooledSession | None = None
         self.startup = None
@@ -196,6 +196,7 @@ class Session:
         io = ClientIO(self.sock)
         io.buf += st.extra
         self.client_io = io
+        reused = ps is not None
         if ps is not None:
             auth_flow.reauthenticate(self.worker, io, ps, frontend_method, st)
             self.conns = ps.conns
@@ -217,7 +218,10 @@ class Session:
             self.ps.conns = self.conns
             self._send_handshake(self.conns[main_node])
         now = int(time.time())
-        self.worker.pool.put(self.ps)
+        if reused:
+            self.slot.pools[self.ps.slot].counter = self.ps.counter
+        else:
+            self.worker.pool.put(self.ps)
         pool_shm = self.slot.pools[self.ps.slot]
         pool_shm.client_connection_time = now
         pool_shm.counter = self.ps.counter
@@ -343,8 +347,10 @@ class Session:
         import copy
         self.pgpool_overrides = overrides
         cfg = copy.copy(self.worker.cfg)
+        cfg.__dict__ = dict(cfg.__dict__)
         cfg.values = dict(cfg.values)
         cfg.values.update(overrides)
+        cfg.refresh_attributes()
         self.cfg = cfg
         if self.relay is not None:
             router = self.relay.router
@@ -377,7 +383,6 @@ class Session:
                     and self._reset_backends())
             if keep:
                 ps.close_time = time.time()
-                self.worker.pool.put(ps)
             else:
                 self.worker.pool.discard(ps.slot)
         if self.startup is not None and cfg.log_disconnections:
