@@ -412,7 +412,7 @@ _TABLE = (
     _s('failover_on_backend_error', 'bool', True, RELOAD, 'failover',
        'Triggers fail over when reading/writing to backend socket fails.',
        section=20, seq=19),
-    _s('failover_on_backend_shutdown', 'bool', True, RELOAD, 'failover',
+    _s('failover_on_backend_shutdown', 'bool', False, RELOAD, 'failover',
        'Triggers fail over when backend is shutdown.',
        section=20, seq=20),
     _s('detach_false_primary', 'bool', False, RELOAD, 'failover',

@@ -253,6 +253,10 @@ class Server:
                 os._exit(code)
         self.children[pid] = index
         self.child_started[pid] = time.monotonic()
+        # listed by SHOW pool_processes from now on (the worker rewrites its slot at start)
+        slot = self.shm.processes[index]
+        slot.pid = pid
+        slot.start_time = int(time.time())
 
     def _reap(self) -> None:
         while True:

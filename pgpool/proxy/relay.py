@@ -134,7 +134,7 @@ class Relay:
                 except OSError as e:
                     raise ClientClosed(str(e)) from e
                 if not data:
-                    raise ClientClosed("EOF from client")
+                    raise ClientClosed("EOF encountered with frontend")
                 self.on_client_data(data)
                 continue
             self.wait_and_read()
@@ -168,7 +168,7 @@ class Relay:
                 except OSError as e:
                     raise ClientClosed(str(e)) from e
                 if not data:
-                    raise ClientClosed("EOF from client")
+                    raise ClientClosed("EOF encountered with frontend")
                 self.on_client_data(data)
                 if self.terminated:
                     return

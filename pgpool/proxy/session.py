@@ -122,7 +122,10 @@ class Session:
                 self._send_quietly(e.reply)
                 return
             except ClientGone as e:
-                self.log("DEBUG1", f"client {self.client_host} left before startup: {e}")
+                if isinstance(e.__cause__, socket.timeout):
+                    self.log("LOG", "authentication timeout")
+                else:
+                    self.log("DEBUG1", f"client {self.client_host} left before startup: {e}")
                 return
             if isinstance(first, Cancel):
                 forward_cancel(self.worker, first.pid, first.key)
@@ -143,7 +146,9 @@ class Session:
             if e.reply:
                 self._send_quietly(e.reply)
             self.log(e.level, str(e))
-        except (ClientGone, EOFError, ConnectionError, socket.timeout) as e:
+        except socket.timeout:
+            self.log("LOG", "authentication timeout")
+        except (ClientGone, EOFError, ConnectionError) as e:
             self.log("DEBUG1", f"client connection ended during startup: {e}")
         finally:
             self._cleanup()
@@ -162,7 +167,7 @@ class Session:
         cfg = self.cfg
         if cfg.reserved_connections > 0:
             limit = cfg.num_init_children - cfg.reserved_connections
-            if self.shm.connected_clients() > limit:
+            if self.shm.connected_clients() >= limit:     # this client is not counted yet
                 raise SessionEnd("Sorry, too many clients already",
                                  fatal("53300", "Sorry, too many clients already"))
 
@@ -319,7 +324,7 @@ class Session:
             relay.run()
             self.clean_exit = True
         except ClientClosed as e:
-            self.log("DEBUG1", f"client disconnected: {e}")
+            self.log("ERROR", "unable to read data from frontend", str(e))
         except ClientIdle as e:
             self._send_quietly(fatal("57000", "unable to read data from frontend",
                                      f"child connection forced to terminate due to "

@@ -78,11 +78,19 @@ def show_value(pgpool: PgpoolProcess, name: str) -> str:
         return conn.execute(f"PGPOOL SHOW {name}").fetchone()[0]
 
 
-def serving_pid(conn: psycopg.Connection) -> int:
-    """Pid of the worker serving ``conn`` (its row of SHOW pool_processes with a database set)."""
-    busy = [r for r in rows(conn, "SHOW pool_processes") if r["database"]]
-    assert len(busy) == 1, busy
-    return int(busy[0]["pool_pid"])
+def client_port(conn: psycopg.Connection) -> int:
+    """The local TCP port of a client connection."""
+    with socket.fromfd(conn.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.getsockname()[1]
+
+
+def serving_pid(conn: psycopg.Connection, parent: int) -> int:
+    """Pid of the worker (child of ``parent``) holding the other end of TCP connection ``conn``."""
+    port = client_port(conn)
+    for pid in child_pids(parent):
+        if any(c.raddr and c.raddr.port == port for c in psutil.Process(pid).net_connections(kind="tcp")):
+            return pid
+    raise AssertionError(f"no child of {parent} serves client port {port}")
 
 
 def wait_workers(pgpool: PgpoolProcess, count: int, timeout: float = 5, parent: int | None = None) -> set[int]:
@@ -271,10 +279,11 @@ def test_second_instance_refuses_to_start(start_pgpool):
     assert psql_value("SELECT 2", str(first.workdir), first.port) == "2"
 
 
-def test_stale_pid_file_is_replaced(pg_cluster, start_pgpool, workdir):
+def test_stale_pid_file_is_replaced(workdir, start_pgpool):
     (workdir / "pgpool.pid").write_text(f"{dead_pid()}\n")
     pgpool = start_pgpool({"num_init_children": 2}, workdir=workdir)
     assert read_pid(workdir / "pgpool.pid") == pgpool.pid
+    assert "pid file found but it seems bogus" in pgpool.log_text()
     with pgpool.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
@@ -294,7 +303,7 @@ def test_daemon_mode_serves_and_stops(daemon):
     workers = wait_workers(daemon, 2, parent=pid)
     with daemon.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-        assert serving_pid(conn) in workers
+        assert serving_pid(conn, pid) in workers
     # the daemon logs to logdir/pgpool.log; `pgpool reload` sends it SIGHUP
     assert "pgpool-II successfully started" in daemon.log_text()
     reload = run_pgpool("-f", str(daemon.conf_path), "reload")
@@ -380,6 +389,7 @@ def test_shutdown_right_after_start(pgpool_factory, sig):
 def test_reload_applies_to_the_next_session(start_pgpool):
     pgpool = start_pgpool({"num_init_children": 1})
     assert show_value(pgpool, "log_statement") == "off"
+    time.sleep(0.5)     # the worker is back waiting for a client
     pgpool.reload(log_statement=True)
     wait_for(lambda: log_has(pgpool, r"reload config files\."), what="reload logged")
     time.sleep(0.5)
@@ -393,6 +403,7 @@ def test_reload_applies_to_the_next_session(start_pgpool):
 
 def test_reload_client_idle_limit(start_pgpool):
     pgpool = start_pgpool({"num_init_children": 1})
+    time.sleep(0.5)     # the worker is back waiting for a client
     pgpool.reload(client_idle_limit=1)
     wait_for(lambda: log_has(pgpool, r"reload config files\."), what="reload logged")
     time.sleep(0.5)
@@ -411,7 +422,7 @@ def test_reload_log_line_prefix_reaches_workers(start_pgpool):
     # (the first session after a reload may still see the old file: see test_reload_applies_to_the_next_session)
     wait_for(lambda: show_value(pgpool, "log_line_prefix") == "reloaded %p: ", timeout=5, what="worker reloaded")
     with pgpool.connect() as conn:
-        worker = serving_pid(conn)
+        worker = serving_pid(conn, pgpool.pid)
         conn.execute("SELECT 'prefix marker'")
     wait_for(lambda: log_has(pgpool, rf"^[^\n]*LOG:  statement: SELECT 'prefix marker'$"), timeout=3,
              what="statement logged")
@@ -467,7 +478,7 @@ def test_child_max_connections(start_pgpool):
     served_by = []
     for _ in range(6):
         with pgpool.connect() as conn:
-            served_by.append(serving_pid(conn))
+            served_by.append(serving_pid(conn, pgpool.pid))
     runs = [len(list(group)) for _, group in itertools.groupby(served_by)]
     # each worker serves 2 sessions, then a fresh one takes over (the harness's check used the first)
     assert len(set(served_by)) == len(runs), served_by
@@ -479,7 +490,7 @@ def test_child_max_connections(start_pgpool):
 def test_child_life_time(start_pgpool):
     pgpool = start_pgpool({"num_init_children": 1, "child_life_time": 2})
     with pgpool.connect() as conn:
-        worker = serving_pid(conn)
+        worker = serving_pid(conn, pgpool.pid)
     idle_from = time.monotonic()
     time.sleep(1)
     assert worker in child_pids(pgpool.pid), "replaced before child_life_time"
@@ -487,7 +498,7 @@ def test_child_life_time(start_pgpool):
              timeout=6, what="worker replaced")
     assert time.monotonic() - idle_from >= 1.5
     with pgpool.connect() as conn:
-        assert serving_pid(conn) != worker
+        assert serving_pid(conn, pgpool.pid) != worker
 
 
 # -- the connection pool ------------------------------------------------------------------------------
@@ -527,7 +538,7 @@ def test_max_pool_evicts_the_oldest_slot(pg_cluster, start_pgpool, pooled_databa
         conn.execute("SELECT 1")
     assert backend_count(primary, "srvtest_a", app) == 1
     with pgpool.connect(dbname="srvtest_b", application_name=app) as conn:
-        worker = serving_pid(conn)
+        worker = serving_pid(conn, pgpool.pid)
         pools = [r for r in rows(conn, "SHOW pool_pools") if int(r["pool_pid"]) == worker]
         assert {r["pool_id"] for r in pools} == {"0"}
         assert {r["database"] for r in pools} == {"srvtest_b"}
@@ -556,13 +567,13 @@ def node_statuses(pgpool: PgpoolProcess) -> dict[str, str]:
         return {r["node_id"]: r["status"] for r in rows(conn, "SHOW pool_nodes")}
 
 
-def test_pgpool_status_restores_down_node(start_pgpool, workdir):
+def test_pgpool_status_restores_down_node(workdir, start_pgpool):
     (workdir / "pgpool_status").write_text("up\ndown\n")
     pgpool = start_pgpool({"num_init_children": 2}, workdir=workdir)
     assert node_statuses(pgpool) == {"0": "up", "1": "down"}
 
 
-def test_discard_status_option(start_pgpool, workdir):
+def test_discard_status_option(workdir, start_pgpool):
     (workdir / "pgpool_status").write_text("up\ndown\n")
     pgpool = start_pgpool({"num_init_children": 2}, workdir=workdir, extra_args=("-D",))
     statuses = node_statuses(pgpool)
@@ -571,7 +582,7 @@ def test_discard_status_option(start_pgpool, workdir):
     assert (workdir / "pgpool_status").read_text().split() == ["up", "up"]
 
 
-def test_garbage_pgpool_status(start_pgpool, workdir):
+def test_garbage_pgpool_status(workdir, start_pgpool):
     (workdir / "pgpool_status").write_bytes(bytes(range(256)) * 4)
     pgpool = start_pgpool({"num_init_children": 2}, workdir=workdir)
     assert node_statuses(pgpool) == {"0": "up", "1": "up"}
@@ -585,10 +596,9 @@ def test_log_line_prefix_and_connection_logging(start_pgpool):
                              "log_connections": True, "log_disconnections": True})
     with pgpool.connect(dbname="postgres") as conn:
         conn.execute("SELECT 1")
-        worker = serving_pid(conn)
-        with socket.fromfd(conn.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM) as sock:
-            client_port = sock.getsockname()[1]
-    wait_for(lambda: log_has(pgpool, rf"pid {worker}: LOG:  frontend disconnection"), timeout=5,
+        worker = serving_pid(conn, pgpool.pid)
+        port = client_port(conn)
+    wait_for(lambda: log_has(pgpool, rf"pid {worker}: LOG:  frontend disconnection: .* port={port}$"), timeout=5,
              what="disconnection logged")
     text = pgpool.log_text()
     lines = text.splitlines()
@@ -596,6 +606,6 @@ def test_log_line_prefix_and_connection_logging(start_pgpool):
     started = [PREFIX_RE.match(line) for line in lines if "pgpool-II successfully started" in line]
     assert [int(m.group(1)) for m in started] == [pgpool.pid]
     assert re.search(rf"pid {worker}: LOG:  new connection received\n[^\n]*pid {worker}: DETAIL:  "
-                     rf"connecting host=127\.0\.0\.1 port={client_port}\n", text), text
+                     rf"connecting host=127\.0\.0\.1 port={port}\n", text), text
     assert re.search(rf"pid {worker}: LOG:  frontend disconnection: session time: \d+:\d\d:\d\d\.\d\d\d "
-                     rf"user=postgres database=postgres host=127\.0\.0\.1 port={client_port}\n", text), text
+                     rf"user=postgres database=postgres host=127\.0\.0\.1 port={port}\n", text), text

@@ -45,7 +45,8 @@ def test_table_covers_pgpool_43():
     ("log_rotation_size", "int", 10240, "init", "kB"),
     ("memqcache_total_size", "int", 67108864, "init", "B"),
     ("load_balance_mode", "bool", True, "init", None),
-    ("failover_on_backend_shutdown", "bool", True, "reload", None),
+    # 4.3.5's code says on, its manual off: we follow the manual (README, differences)
+    ("failover_on_backend_shutdown", "bool", False, "reload", None),
     ("disable_load_balance_on_write", "enum", "transaction", "reload", None),
     ("log_min_messages", "enum", "warning", "session", None),
     ("reset_query_list", "list", "ABORT;DISCARD ALL", "reload", None),
