@@ -58,8 +58,15 @@ STOP_SIGNALS = {"s": signal.SIGTERM, "smart": signal.SIGTERM, "f": signal.SIGINT
                 "fast": signal.SIGINT, "i": signal.SIGQUIT, "immediate": signal.SIGQUIT}
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        _err(f"pgpool: {message}")
+        sys.stderr.write(USAGE)
+        sys.exit(1)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pgpool", add_help=False)
+    p = _Parser(prog="pgpool", add_help=False)
     p.add_argument("-a", "--hba-file")
     p.add_argument("-f", "--config-file", default=f"{DEFAULT_DIR}/pgpool.conf")
     p.add_argument("-F", "--pcp-file")
@@ -73,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--debug", action="store_true")
     p.add_argument("-m", "--mode", default="smart")
     p.add_argument("-v", "--version", action="store_true")
-    p.add_argument("command", nargs="?", choices=["stop", "reload"])
+    p.add_argument("command", nargs="?")
     return p
 
 
@@ -161,6 +168,8 @@ def _check_pid_file(path: str) -> bool:
 
 def main(argv=None) -> int:
     args, rest = _parser().parse_known_args(argv)
+    if args.command not in (None, "stop", "reload"):
+        rest.insert(0, args.command)
     if rest:
         _err(f"pgpool: unrecognized option or argument: {' '.join(rest)}")
         _err('Try "pgpool --help" for more information.')

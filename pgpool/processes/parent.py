@@ -19,6 +19,7 @@ from pgpool.state import probe
 from pgpool.state.status_file import read_status_file, write_status_file
 
 FATAL_EXIT = 3
+WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1}
 # A worker that dies this soon after its start, this many times in a row, means the server
 # cannot work (bad environment, bug at start): stop instead of forking in a loop.
 FAST_DEATH_SECONDS = 2.0
@@ -132,11 +133,15 @@ class Server:
             log.log("ERROR", f"failed to reload the configuration: {e}",
                     detail="the previous configuration stays in force")
             return None
-        if not quiet:
-            changed = self.cfg.changed_needing_restart(new)
-            for name in changed:
+        # settings that need a restart keep their running value
+        for name in self.cfg.changed_needing_restart(new):
+            if not quiet:
                 log.log("LOG", f"parameter \"{name}\" changed in \"{self.config_file}\" but "
                                "cannot be changed without restarting the server")
+            new.set(name, self.cfg.values[name])
+            if name in new.node_values:
+                new.node_values[name] = self.cfg.node_values[name]
+        new._finish()
         return new
 
     # ---- startup ---------------------------------------------------------------------------
@@ -233,14 +238,19 @@ class Server:
     # ---- workers ---------------------------------------------------------------------------
 
     def _fork_worker(self, index: int) -> None:
+        from pgpool.processes.worker import Worker    # imported once, shared copy-on-write
+        # Signals stay blocked until the worker has its own handlers: none sent to it is lost.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                from pgpool.processes.worker import Worker
                 os.close(self._wakeup_r)
                 os.close(self._wakeup_w)
-                code = Worker(index, self).run()
+                worker = Worker(index, self)
+                worker.install_signals()
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                code = worker.run()
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
             except BaseException as e:  # noqa: BLE001 - report and let the parent decide
@@ -251,6 +261,7 @@ class Server:
                 code = FATAL_EXIT
             finally:
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self.children[pid] = index
         self.child_started[pid] = time.monotonic()
         # listed by SHOW pool_processes from now on (the worker rewrites its slot at start)
@@ -387,12 +398,6 @@ class Server:
         new = self.reload_config()
         if new is None:
             return
-        # settings that need a restart keep their running value
-        for name in self.cfg.changed_needing_restart(new):
-            new.set(name, self.cfg.values[name])
-            if name in new.node_values:
-                new.node_values[name] = self.cfg.node_values[name]
-        new._finish()
         self.cfg = new
         log.configure(new)
         for b in new.backends:

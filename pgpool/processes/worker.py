@@ -83,7 +83,7 @@ class Worker:
     def _on_usr1(self, signum, frame):
         self.close_idle_requested = True
 
-    def _install_signals(self) -> None:
+    def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_now)
         signal.signal(signal.SIGQUIT, self._on_now)
@@ -92,13 +92,15 @@ class Worker:
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        signal.set_wakeup_fd(-1)
+        self._wake_r, wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)   # a signal ends the wait in poll()
 
     # ---- main loop -------------------------------------------------------------------------
 
     def run(self) -> int:
         log.set_process("child")
-        self._install_signals()
         self.shm.reset_process_slot(self.index, os.getpid())
         slot = self.slot = self.shm.processes[self.index]
         self.stats = Stats(slot)
@@ -111,6 +113,7 @@ class Worker:
             ls.setblocking(False)
             poller.register(ls.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
             by_fd[ls.fileno()] = ls
+        poller.register(self._wake_r, select.EPOLLIN)
         served = 0
         idle_since = time.monotonic()
         while True:
@@ -142,6 +145,13 @@ class Worker:
             self.pool.expire(cfg.connection_life_time)
             if slot.need_to_restart:
                 return 0
+            if any(fd == self._wake_r for fd, _ in events):
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue          # act on the signal's flag first; a pending client stays queued
             for fd, _ev in events:
                 try:
                     sock, addr = by_fd[fd].accept()
@@ -185,5 +195,6 @@ class Worker:
         new = self.server.reload_config(quiet=True)
         if new is not None:
             self.cfg = new
+            log.configure(new)
             self.catalog = CatalogCache(new)
             self._view_gen = -1

@@ -88,6 +88,7 @@ class Session:
     def __init__(self, worker, sock: socket.socket, addr):
         self.worker = worker
         self.cfg = worker.cfg
+        self.started_at = time.time()
         self.shm = worker.shm
         self.sock = sock
         self.is_unix = sock.family == socket.AF_UNIX
@@ -391,9 +392,10 @@ class Session:
             else:
                 self.worker.pool.discard(ps.slot)
         if self.startup is not None and cfg.log_disconnections:
-            dur = now - (self.slot.client_start_time or now)
-            self.log("LOG", f"frontend disconnection: session time: {dur // 3600}:"
-                            f"{dur // 60 % 60:02d}:{dur % 60:02d} user={self.startup.user} "
+            ms = int((time.time() - self.started_at) * 1000)
+            self.log("LOG", f"frontend disconnection: session time: {ms // 3600000}:"
+                            f"{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d} "
+                            f"user={self.startup.user} "
                             f"database={self.startup.database} host={self.client_host}"
                             + (f" port={self.client_port}" if self.client_port else ""))
         self.slot.connected = 0

@@ -113,20 +113,15 @@ def backend_stats(conn) -> dict[str, dict[str, int]]:
     return {row[0]: {c: int(row[columns.index(c)]) for c in counters} for row in rows}
 
 
-def wait_all_children(pgpool: PgpoolProcess, count: int, timeout: float = 10) -> None:
-    """Best effort: wait until SHOW pool_processes lists ``count`` children, i.e. every worker runs
-    its own code, so that the stop signal at teardown reaches a worker's handler and not a child
-    still starting (such a child misses it and the harness waits 15 s before SIGKILL).  Whether
-    the listing is right is checked by test_show_pool_processes*, not here."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with pgpool.connect() as conn:
-                if len(conn.execute("SHOW pool_processes").fetchall()) >= count:
-                    return
-        except psycopg.Error:
-            pass
-        time.sleep(0.1)
+def wait_all_children(pgpool: PgpoolProcess, count: int) -> None:
+    """Hold ``count`` sessions open at once.  A child serves one client at a time, so afterwards
+    every child has started and runs its own code: a stop signal at teardown then reaches a
+    worker's handler, not a child still starting (which would miss it, and the harness would wait
+    15 s before SIGKILL)."""
+    connections = [pgpool.connect() for _ in range(count)]
+    for connection in connections:
+        connection.execute("SELECT 1")
+        connection.close()
 
 
 def pgpool_log_lines(pool: PgpoolProcess, pattern: str, timeout: float = 5) -> list[re.Match]:

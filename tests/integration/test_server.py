@@ -93,7 +93,7 @@ def serving_pid(conn: psycopg.Connection, parent: int) -> int:
     raise AssertionError(f"no child of {parent} serves client port {port}")
 
 
-def wait_workers(pgpool: PgpoolProcess, count: int, timeout: float = 5, parent: int | None = None) -> set[int]:
+def wait_workers(pgpool: PgpoolProcess, count: int, timeout: float = 15, parent: int | None = None) -> set[int]:
     """Wait until the parent has ``count`` live workers, all listed by SHOW pool_processes; their pids."""
     def settled():
         children = child_pids(parent or pgpool.pid)
@@ -162,8 +162,9 @@ def pooled_databases(pg_cluster):
         if primary.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == "0":
             primary.psql(f"CREATE DATABASE {name}")
     for standby in pg_cluster.standbys:
-        wait_for(lambda: standby.psql("SELECT count(*) FROM pg_database WHERE datname IN "
-                                      "('srvtest_a', 'srvtest_b')") == "2", timeout=30, what="databases on standby")
+        names = ", ".join(f"'{name}'" for name in POOLED_DATABASES)
+        wait_for(lambda: standby.psql(f"SELECT count(*) FROM pg_database WHERE datname IN ({names})")
+                 == str(len(POOLED_DATABASES)), timeout=30, what="databases on standby")
     return POOLED_DATABASES
 
 
