@@ -49,8 +49,8 @@ class CatalogCache:
         relay = session.relay
         if relay is not None and (relay.node_q.get(conn.node_id) or relay.open_unit is not None):
             return None
-        if conn.txn_status != b"I":
-            return None
+        if conn.txn_status == b"E":
+            return None             # a failed transaction cannot run the lookup
         return conn
 
 

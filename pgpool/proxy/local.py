@@ -19,17 +19,52 @@ def _ts(t: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
 
 
-def _reply(columns, rows, tag=None):
-    body = m.results_to_messages(columns, rows, tag)
-    return lambda status: body + m.ready_for_query(status)
+class LocalResult:
+    """The answer to one of pgpool's own commands: a result set, a bare tag, or an error."""
+
+    __slots__ = ("columns", "rows", "tag", "error")
+
+    def __init__(self, columns=None, rows=None, tag=None, error=None):
+        self.columns = columns
+        self.rows = rows or []
+        self.tag = tag if tag is not None else f"SELECT {len(self.rows)}"
+        self.error = error          # an ErrorResponse message (bytes)
+
+    def description(self) -> bytes:
+        """RowDescription, or NoData for a command without a result set."""
+        return m.row_description(self.columns) if self.columns else m.no_data()
+
+    def execution(self) -> bytes:
+        """What Execute (or the body of a simple Query) sends: rows + CommandComplete."""
+        if self.error is not None:
+            return self.error
+        return b"".join(m.data_row(r) for r in self.rows) + m.command_complete(self.tag)
+
+    def simple(self, status: bytes) -> bytes:
+        """The whole simple-query answer; ReadyForQuery carries the session's real status
+        (pgpool's own errors do not touch the backends' transaction)."""
+        head = m.row_description(self.columns) if self.columns and self.error is None else b""
+        return head + self.execution() + m.ready_for_query(status)
+
+
+def _reply(columns, rows, tag=None) -> LocalResult:
+    return LocalResult(columns, rows, tag)
 
 
 class LocalCommands:
     def __init__(self, session):
         self.session = session
 
-    def handle(self, sql: str):
-        """A reply builder for pgpool's own commands, or None to pass the query on."""
+    def recognizes(self, sql: str) -> bool:
+        """True if `sql` is one of pgpool's own commands (without running it)."""
+        mt = _SHOW_RE.match(sql)
+        if mt:
+            return mt.group(1).lower() in SHOW_COMMANDS
+        from pgpool.config import show as cfgshow
+        return cfgshow.parse_pgpool_command(sql) is not None
+
+    def handle(self, sql: str) -> LocalResult | None:
+        """The answer to one of pgpool's own commands, or None to pass the query on."""
         mt = _SHOW_RE.match(sql)
         if mt:
             fn = SHOW_COMMANDS.get(mt.group(1).lower())
@@ -200,22 +235,21 @@ SHOW_COMMANDS = {
 
 # ---- PGPOOL SHOW / SET / RESET ---------------------------------------------------------
 
-def pgpool_command(session, cmd):
+def pgpool_command(session, cmd) -> LocalResult:
     from pgpool.config import show as cfgshow
     verb, name, value = cmd
     try:
         if verb == "show":
             cols, rows = cfgshow.pgpool_show(session.cfg, name, session.pgpool_overrides)
-            return _reply(cols, rows, "SHOW")
+            return LocalResult(cols, rows)
         if verb == "set":
             new = cfgshow.pgpool_set(session.cfg, session.pgpool_overrides, name, value)
             tag = "SET"
         else:
             new = cfgshow.pgpool_reset(session.cfg, session.pgpool_overrides, name)
-            tag = "RESET"
+            tag = "RESET" if name == "all" else "SET"     # as pgpool-II 4.3 tags them
     except cfgshow.CommandError as e:
-        body = m.error_response("ERROR", e.sqlstate, e.message, e.detail, e.hint)
-        return lambda status: body + m.ready_for_query(b"E" if status != b"I" else status)
+        return LocalResult(error=m.error_response("ERROR", e.sqlstate, e.message, e.detail,
+                                                  e.hint))
     session.apply_overrides(new)
-    body = m.command_complete(tag)
-    return lambda status: body + m.ready_for_query(status)
+    return LocalResult(tag=tag)

@@ -28,7 +28,7 @@ class PooledSession:
         self.main_node = main_node
         self.create_time = int(time.time())
         self.close_time = 0.0
-        self.counter = 0
+        self.counter = 1            # uses of this slot, as pgpool-II counts them (first = 1)
         self.auth: dict = {}
         self.major, self.minor = major, minor
 

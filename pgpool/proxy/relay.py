@@ -86,6 +86,8 @@ class Relay:
         self._registered: dict[int, int] = {}
         self.stalled: set[int] = set()          # nodes with buffered replies for a later unit
         self.listening = False                  # the session ran LISTEN: watch for NOTIFY
+        self.local_stmts: dict[str, str] = {}   # extended-protocol statements of pgpool commands
+        self.local_portals: dict[str, list] = {}
         self._out: list[bytes] = []             # client messages gathered for _out_nodes
         self._out_nodes = None
 
@@ -111,7 +113,9 @@ class Relay:
                 head = units[0]
                 if head.local is not None:
                     units.popleft()
-                    client.sendall(head.local(self.txn_status))
+                    self._to_client(client, head.local(self.txn_status))
+                    if not units and self.on_status is not None:
+                        self.on_status(False, self.txn_status)
                     continue
                 if head.closed and not head.copy_in and self.open_unit is None:
                     # The reply node owes a ReadyForQuery without further input: block on it.
@@ -299,12 +303,11 @@ class Relay:
     def simple_query(self, msg: bytes):
         if not self.listening and b"listen" in msg.lower():
             self.listening = True
-        head = msg[5:17].lower()
+        head = msg[5:17].lstrip().lower()
         if head.startswith(_LOCAL_PREFIXES):
             sql = msg[5:-1].decode("utf-8", "replace")
-            reply = self.local(sql)
-            if reply is not None:
-                self._push(Unit((), None, local=reply))
+            if self.local.recognizes(sql):
+                self._push(Unit((), None, local=lambda status: self.local.handle(sql).simple(status)))
                 return None
         u = self.router.simple_query_unit(msg)
         self._push(u)
@@ -320,6 +323,12 @@ class Relay:
         batch = self.batch
         self.batch = []
         self.batch_size = 0
+        if self.local_stmts or self.local_portals:
+            if self._answer_locally(batch):
+                return
+            self._forget_local_names(batch)
+        elif self._answer_locally(batch):
+            return
         if not self.listening:
             self.listening = any(m_[0] == K_P and b"listen" in m_.lower() for m_ in batch)
         self._flush_out()
@@ -335,6 +344,97 @@ class Relay:
                 raise BackendLost(node, str(e)) from e
         if not closing:
             self.open_unit = u
+
+    # ---- pgpool's own commands through the extended protocol -------------------------------
+
+    def _answer_locally(self, batch) -> bool:
+        """Answer a batch that only concerns pgpool's own commands (SHOW pool_*, PGPOOL ...).
+
+        Statements and portals of such commands are remembered so that a later Bind, Describe,
+        Execute or Close of them is answered here too; a batch that mixes them with ordinary
+        statements goes to the backends (which reject the pgpool command)."""
+        stmts, portals = self.local_stmts, self.local_portals
+        new_stmts: dict[str, str] = {}
+        new_portals: set[str] = set()
+        touched = False
+        for msg in batch:
+            k = msg[0]
+            if k == K_P:
+                name, pos = _cstr(msg, 5)
+                query, _ = _cstr(msg, pos)
+                if not (query.lstrip()[:10].lower().startswith(("show pool_", "pgpool "))
+                        and self.local.recognizes(query)):
+                    return False
+                new_stmts[name] = query
+            elif k == K_B:
+                portal, pos = _cstr(msg, 5)
+                stmt, _ = _cstr(msg, pos)
+                if stmt not in new_stmts and stmt not in stmts:
+                    return False
+                new_portals.add(portal)
+            elif k in (K_D, K_C):
+                name, _ = _cstr(msg, 6)
+                if msg[5] == 80:                # portal
+                    if name not in portals and name not in new_portals:
+                        return False
+                elif name not in stmts and name not in new_stmts:
+                    return False
+            elif k == K_E:
+                portal, _ = _cstr(msg, 5)
+                if portal not in portals and portal not in new_portals:
+                    return False
+            elif k not in (K_S, K_H):
+                return False
+            touched = touched or k != K_S and k != K_H
+        if not touched:
+            return False
+        self._flush_out()
+        local = self.local
+
+        def answer(status: bytes) -> bytes:
+            out = []
+            for msg in batch:
+                k = msg[0]
+                if k == K_P:
+                    name, pos = _cstr(msg, 5)
+                    stmts[name] = _cstr(msg, pos)[0]
+                    out.append(m.parse_complete())
+                elif k == K_B:
+                    portal, pos = _cstr(msg, 5)
+                    portals[portal] = [stmts[_cstr(msg, pos)[0]], None]
+                    out.append(m.bind_complete())
+                elif k == K_D:
+                    name, _ = _cstr(msg, 6)
+                    if msg[5] == 83:            # statement: no parameters, then the row shape
+                        out.append(b"t\0\0\0\x06\0\0")
+                        out.append(local.handle(stmts[name]).description())
+                    else:
+                        entry = portals[name]
+                        entry[1] = entry[1] or local.handle(entry[0])
+                        out.append(entry[1].description())
+                elif k == K_E:
+                    entry = portals[_cstr(msg, 5)[0]]
+                    result = entry[1] or local.handle(entry[0])
+                    entry[1] = None
+                    out.append(result.execution())
+                elif k == K_C:
+                    name, _ = _cstr(msg, 6)
+                    (portals if msg[5] == 80 else stmts).pop(name, None)
+                    out.append(m.close_complete())
+                elif k == K_S:
+                    out.append(m.ready_for_query(status))
+            return b"".join(out)
+
+        self._push(Unit((), None, local=answer))
+        return True
+
+    def _forget_local_names(self, batch) -> None:
+        """Statements and portals re-used by ordinary commands are no longer pgpool's."""
+        for msg in batch:
+            if msg[0] == K_P:
+                self.local_stmts.pop(_cstr(msg, 5)[0], None)
+            elif msg[0] == K_B:
+                self.local_portals.pop(_cstr(msg, 5)[0], None)
 
     def _push(self, u: Unit) -> None:
         self.units.append(u)
@@ -453,6 +553,11 @@ class Relay:
             return False
         self.units.clear()
         return True
+
+
+def _cstr(buf: bytes, pos: int) -> tuple[str, int]:
+    end = buf.index(b"\0", pos)
+    return buf[pos:end].decode("utf-8", "replace"), end + 1
 
 
 class ClientIdle(Exception):

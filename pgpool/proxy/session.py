@@ -316,7 +316,7 @@ class Session:
     def _relay(self) -> None:
         router = self._make_router()
         local = LocalCommands(self)
-        relay = Relay(self.sock, self.conns, router, local.handle, self.stats,
+        relay = Relay(self.sock, self.conns, router, local, self.stats,
                       idle_limit=self.cfg.client_idle_limit, on_status=self._on_status)
         relay.cbuf += self.client_io.buf
         self.relay = relay

@@ -88,7 +88,7 @@ def test_pool_reuse_eviction_and_broken_detection(state):
         pool_key({"user": "u", "database": "c"})
     ps1, peer1 = _session(pool, pool.free_slot(), k1, 10.0)
     ps2, peer2 = _session(pool, pool.free_slot(), k2, 5.0)
-    assert pool.take(k1) is ps1 and ps1.counter == 1
+    assert pool.take(k1) is ps1 and ps1.counter == 2       # first use counted 1
     assert state.processes[0].pools[ps1.slot].in_use == 1
     # all slots used: the slot idle longest (smallest close_time) is evicted
     slot = pool.free_slot()
