@@ -23,6 +23,7 @@ from pathlib import Path
 from pgpool.tools.cluster import PgCluster, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
+DBNAME = "bench"
 WORKLOADS = {
     "select-simple": ["-S", "-M", "simple"],
     "select-extended": ["-S", "-M", "extended"],
@@ -98,7 +99,7 @@ def start_pgpool(name: str, argv0: list[str], workdir: Path, cluster, mode: str)
 
 def pgbench(port: int, args: list[str], seconds: int, clients: int) -> float | None:
     cmd = ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n",
-           "-c", str(clients), "-j", "2", "-T", str(seconds), *args, "postgres"]
+           "-c", str(clients), "-j", "2", "-T", str(seconds), *args, DBNAME]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
     m = re.search(r"tps = ([0-9.]+)", r.stdout)
     failed = re.search(r"number of failed transactions: (\d+)", r.stdout)
@@ -120,8 +121,11 @@ def main() -> int:
     cluster = PgCluster.build_or_load(base / "cluster", num_standbys=1 if mode == "streaming" else 0,
                                       settings={"max_connections": 300})
     primary = cluster.primary
+    # pgpool never pools connections to database postgres: benchmark in a database of its own
+    subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(primary.state.port), "-U", "postgres",
+                    "-c", f"CREATE DATABASE {DBNAME}", "postgres"], capture_output=True)
     subprocess.run(["pgbench", "-i", "-q", "-s", "10", "-h", "127.0.0.1", "-p",
-                    str(primary.state.port), "-U", "postgres", "postgres"],
+                    str(primary.state.port), "-U", "postgres", DBNAME],
                    check=True, capture_output=True)
     targets = [Target("direct", primary.state.port)]
     targets.append(start_pgpool("ours", [sys.executable, "-m", "pgpool.cli"], base / "ours",

@@ -14,6 +14,7 @@ import time
 from collections import deque
 
 from pgpool.protocol import messages as m
+from pgpool.proxy.stats import stat_kind
 
 _I32 = struct.Struct("!i")
 
@@ -27,6 +28,9 @@ EXTENDED = frozenset((K_P, K_B, K_E, K_D, K_C))
 B_Z, B_E, B_S, B_G, B_W, B_PARSE_COMPLETE, B_A, B_N = (ord(c) for c in "ZESGW1AN")
 
 _LOCAL_PREFIXES = (b"show pool_", b"pgpool ")
+_SYNC = b"S\0\0\0\x04"
+_FAST_BATCH_START = frozenset(b"PB")
+_FAST_BATCH_KINDS = frozenset(b"PBDECSH")
 
 
 class ClientProtocolError(Exception):
@@ -82,6 +86,7 @@ class Relay:
         self.terminated = False
         self.txn_status = b"I"
         self._poller = None                     # made on first need (most sessions never poll)
+        self._fast_nodes = tuple(conns)
         self._fd_node = {c.fileno: n for n, c in conns.items()}
         self._registered: dict[int, int] = {}
         self.stalled: set[int] = set()          # nodes with buffered replies for a later unit
@@ -101,6 +106,9 @@ class Relay:
             self.cbuf.clear()
             self.on_client_data(data)
         single = len(self.conns) == 1
+        fast = single and getattr(self.router, "fast_path", False)
+        if fast:
+            self._fast_conn = next(iter(self.conns.values()))
         while not self.terminated:
             units = self.units
             if self.stalled:
@@ -139,7 +147,8 @@ class Relay:
                     raise ClientClosed(str(e)) from e
                 if not data:
                     raise ClientClosed("EOF encountered with frontend")
-                self.on_client_data(data)
+                if not (fast and self._fast_request(data)):
+                    self.on_client_data(data)
                 continue
             self.wait_and_read()
 
@@ -344,6 +353,117 @@ class Relay:
                 raise BackendLost(node, str(e)) from e
         if not closing:
             self.open_unit = u
+
+    # ---- fast path: one backend, whole requests ---------------------------------------------
+
+    def _fast_request(self, data: bytes) -> bool:
+        """Relay one whole request (a simple Query, or an extended batch ending with Sync) and
+        its replies with the least work: no units, no routing, replies streamed until the
+        ReadyForQuery. Returns False, having done nothing, for anything else (partial
+        messages, COPY, pgpool's own commands, LISTEN, Terminate ...), which then takes the
+        general path."""
+        if self.cbuf or self.router.logging:
+            return False
+        n = len(data)
+        unpack = _I32.unpack_from
+        kind = data[0]
+        stats = self.stats
+        if kind == K_Q:
+            if unpack(data, 1)[0] + 1 != n:
+                return False
+            low = data[5:].lower()
+            if low.lstrip()[:10].startswith(_LOCAL_PREFIXES) or b"copy" in low \
+                    or b"listen" in low:
+                return False
+            stats.count(stat_kind(data[5:17]), self._fast_nodes)
+            expected = 1
+        elif kind in _FAST_BATCH_START and data[n - 5:] == _SYNC:
+            pos = 0
+            expected = 0
+            while pos < n:
+                if n - pos < 5:
+                    return False
+                k = data[pos]
+                length = unpack(data, pos + 1)[0]
+                if length < 4 or k not in _FAST_BATCH_KINDS:
+                    return False
+                if k == K_P:
+                    q = data.index(b"\0", pos + 5) + 1
+                    low = data[q:pos + 1 + length].lower()
+                    if low.lstrip()[:10].startswith(_LOCAL_PREFIXES) or b"copy" in low \
+                            or b"listen" in low:
+                        return False
+                    stats.count(stat_kind(data[q:q + 12]), self._fast_nodes)
+                elif k == K_S:
+                    expected += 1
+                pos += 1 + length
+            if pos != n or self.local_stmts or self.local_portals:
+                return False
+        else:
+            return False
+        conn = self._fast_conn
+        sock = conn.sock
+        try:
+            sock.sendall(data)
+        except OSError as e:
+            raise BackendLost(conn.node_id, str(e)) from e
+        on_status = self.on_status
+        if on_status is not None:
+            on_status(True, self.txn_status)
+        client = self.client
+        rbuf = conn.rbuf
+        while expected:
+            try:
+                chunk = sock.recv(RECV_SIZE)
+            except OSError as e:
+                raise BackendLost(conn.node_id, str(e)) from e
+            if not chunk:
+                raise BackendLost(conn.node_id, "EOF encountered with backend")
+            if rbuf:
+                rbuf += chunk
+                chunk = bytes(rbuf)
+                rbuf.clear()
+            n = len(chunk)
+            pos = 0
+            while n - pos >= 5:
+                k = chunk[pos]
+                length = unpack(chunk, pos + 1)[0]
+                end = pos + 1 + length
+                if length < 4:
+                    raise BackendLost(conn.node_id, f"invalid message length {length} from backend")
+                if end > n:
+                    break
+                if k == B_Z:
+                    expected -= 1
+                    self.txn_status = conn.txn_status = chunk[pos + 5:pos + 6]
+                elif k == B_E:
+                    stats.backend_error(conn.node_id, chunk[pos + 5:end])
+                elif k == B_S:
+                    key, value = chunk[pos + 5:end].split(b"\0")[:2]
+                    conn.params[key.decode()] = value.decode()
+                    conn.handshake = None
+                elif k == B_G or k == B_W:
+                    # COPY after all (e.g. inside a function): hand over to the general path
+                    self._to_client(client, chunk[:pos])
+                    rbuf += chunk[pos:]
+                    self._adopt_pending(conn.node_id, expected)
+                    return True
+                pos = end
+            if pos:
+                self._to_client(client, chunk[:pos] if pos < n else chunk)
+            if pos < n:
+                rbuf += chunk[pos:]
+        if on_status is not None:
+            on_status(False, self.txn_status)
+        return True
+
+    def _adopt_pending(self, node: int, count: int) -> None:
+        """Turn `count` outstanding replies of the fast path into ordinary units."""
+        for _ in range(count):
+            u = Unit((node,), node)
+            self.units.append(u)
+            self.node_q[node].append(u)
+        self.stalled.add(node)
 
     # ---- pgpool's own commands through the extended protocol -------------------------------
 

@@ -8,19 +8,7 @@ was never parsed on is re-parsed there first (pgpool-II's parse-before-bind).
 
 from pgpool.protocol import messages as m
 from pgpool.proxy.relay import Unit
-
-_STAT_KINDS = {b"select": "select", b"with": "select", b"insert": "insert", b"update": "update",
-               b"delete": "delete", b"create": "ddl", b"alter": "ddl", b"drop": "ddl",
-               b"truncate": "ddl", b"comment": "ddl", b"grant": "ddl", b"revoke": "ddl"}
-
-
-def stat_kind(sql: bytes) -> str:
-    """Statement kind for pool_backend_stats, from the first keyword only."""
-    word = sql.lstrip()[:10].split(None, 1)
-    if not word:
-        return "other"
-    return _STAT_KINDS.get(word[0].rstrip(b";(").lower(), "other")
-
+from pgpool.proxy.stats import stat_kind
 
 def _cstr_at(buf: bytes, pos: int) -> tuple[str, int]:
     end = buf.index(b"\0", pos)
@@ -88,6 +76,8 @@ class StatementLog:
 
 class RawRouting:
     """Raw mode: one backend (the main node) gets everything."""
+
+    fast_path = True        # the relay may bypass units for whole requests (unless logging)
 
     def __init__(self, session, main_node: int):
         self.session = session
