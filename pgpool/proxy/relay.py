@@ -105,10 +105,11 @@ class Relay:
             data = bytes(self.cbuf)
             self.cbuf.clear()
             self.on_client_data(data)
-        single = len(self.conns) == 1
-        fast = single and getattr(self.router, "fast_path", False)
-        if fast:
+        fast = getattr(self.router, "fast_path", None)
+        self._fast_raw = fast == "raw" and len(self.conns) == 1
+        if self._fast_raw:
             self._fast_conn = next(iter(self.conns.values()))
+        node_q = self.node_q
         while not self.terminated:
             units = self.units
             if self.stalled:
@@ -137,8 +138,8 @@ class Relay:
                         raise BackendLost(n, "EOF encountered with backend")
                     self.on_backend_data(n, data)
                     continue
-            elif (single and not self.listening and not self.idle_limit and not self.batch
-                  and self.open_unit is None and not self.stalled):
+            elif (not self.listening and not self.idle_limit and not self.batch
+                  and self.open_unit is None and not self.stalled and not any(node_q.values())):
                 # Idle, nothing can arrive from the backend that the client waits for:
                 # read the next request directly (saves a poll per query).
                 try:
@@ -358,16 +359,20 @@ class Relay:
 
     def _fast_request(self, data: bytes) -> bool:
         """Relay one whole request (a simple Query, or an extended batch ending with Sync) and
-        its replies with the least work: no units, no routing, replies streamed until the
-        ReadyForQuery. Returns False, having done nothing, for anything else (partial
-        messages, COPY, pgpool's own commands, LISTEN, Terminate ...), which then takes the
-        general path."""
-        if self.cbuf or self.router.logging:
+        its replies with the least work: replies are streamed until the ReadyForQuery without
+        units or per-message bookkeeping. In raw mode nothing is routed; otherwise the request
+        is routed first and streamed only when it goes to exactly one node with nothing to
+        re-parse there (else it is handed to the general machinery, already routed). Returns
+        False, having done nothing, for anything else (partial messages, COPY, pgpool's own
+        commands, LISTEN, Terminate ...), which then takes the general path."""
+        raw = self._fast_raw
+        if self.cbuf or (raw and self.router.logging):
             return False
         n = len(data)
         unpack = _I32.unpack_from
         kind = data[0]
         stats = self.stats
+        batch = None
         if kind == K_Q:
             if unpack(data, 1)[0] + 1 != n:
                 return False
@@ -375,11 +380,11 @@ class Relay:
             if low.lstrip()[:10].startswith(_LOCAL_PREFIXES) or b"copy" in low \
                     or b"listen" in low:
                 return False
-            stats.count(stat_kind(data[5:17]), self._fast_nodes)
             expected = 1
         elif kind in _FAST_BATCH_START and data[n - 5:] == _SYNC:
             pos = 0
             expected = 0
+            batch = []
             while pos < n:
                 if n - pos < 5:
                     return False
@@ -393,15 +398,39 @@ class Relay:
                     if low.lstrip()[:10].startswith(_LOCAL_PREFIXES) or b"copy" in low \
                             or b"listen" in low:
                         return False
-                    stats.count(stat_kind(data[q:q + 12]), self._fast_nodes)
+                    if raw:
+                        stats.count(stat_kind(data[q:q + 12]), self._fast_nodes)
                 elif k == K_S:
                     expected += 1
+                if not raw:
+                    batch.append(data[pos:pos + 1 + length])
                 pos += 1 + length
-            if pos != n or self.local_stmts or self.local_portals:
+            if pos != n or self.local_stmts or self.local_portals or (not raw and expected != 1):
                 return False
         else:
             return False
-        conn = self._fast_conn
+        if raw:
+            if batch is None:
+                stats.count(stat_kind(data[5:17]), self._fast_nodes)
+            conn = self._fast_conn
+        else:
+            if batch is None:
+                u, prefixes = self.router.simple_query_unit(data), None
+            else:
+                u, prefixes = self.router.batch_unit(batch)
+            if len(u.nodes) != 1 or u.alt or prefixes or u.skip_parse:
+                # several nodes or re-parsing: the general machinery relays it
+                u.closed = True
+                self._push(u)
+                if u.alt:
+                    for node in u.nodes:
+                        self._send_to((node,), u.alt.get(node, data))
+                else:
+                    for node in u.nodes:
+                        pre = prefixes.get(node) if prefixes else None
+                        self._send_to((node,), pre + data if pre else data)
+                return True
+            conn = self.conns[u.nodes[0]]
         sock = conn.sock
         try:
             sock.sendall(data)
@@ -436,6 +465,8 @@ class Relay:
                 if k == B_Z:
                     expected -= 1
                     self.txn_status = conn.txn_status = chunk[pos + 5:pos + 6]
+                    if not raw:
+                        self.router.ready_for_query(self.txn_status)
                 elif k == B_E:
                     stats.backend_error(conn.node_id, chunk[pos + 5:end])
                 elif k == B_S:

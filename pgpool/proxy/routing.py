@@ -77,7 +77,7 @@ class StatementLog:
 class RawRouting:
     """Raw mode: one backend (the main node) gets everything."""
 
-    fast_path = True        # the relay may bypass units for whole requests (unless logging)
+    fast_path = "raw"       # the relay may bypass units for whole requests (unless logging)
 
     def __init__(self, session, main_node: int):
         self.session = session
@@ -122,6 +122,8 @@ class _Stmt:
 
 class StreamRouting:
     """Streaming replication: per-statement routing by pgpool.router."""
+
+    fast_path = "route"     # whole requests going to one node are streamed by the relay
 
     def __init__(self, session, route_state, view):
         from pgpool import router

@@ -28,6 +28,14 @@ class SessionEnd(Exception):
         self.level = level
 
 
+_TIMEVAL = struct.Struct("@ll")
+
+
+def _set_recv_timeout(sock: socket.socket, seconds: int) -> None:
+    """SO_RCVTIMEO: a blocking recv fails with EAGAIN after `seconds` (0 = never)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(int(seconds), 0))
+
+
 def fatal(sqlstate: str, message: str, detail: str | None = None) -> bytes:
     return m.error_response("FATAL", sqlstate, message, detail)
 
@@ -115,7 +123,8 @@ class Session:
         cfg = self.cfg
         sock = self.sock
         try:
-            sock.settimeout(cfg.authentication_timeout or None)
+            # authentication_timeout as a kernel receive timeout: no poll() before each recv
+            _set_recv_timeout(sock, cfg.authentication_timeout)
             try:
                 first = read_startup(sock)
             except StartupRefused as e:
@@ -141,13 +150,13 @@ class Session:
                          + (f" port={self.client_port}" if self.client_port else ""))
             self._admit()
             self._begin_session()
-            sock.settimeout(None)
+            _set_recv_timeout(sock, 0)
             self._relay()
         except SessionEnd as e:
             if e.reply:
                 self._send_quietly(e.reply)
             self.log(e.level, str(e))
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError):
             self.log("LOG", "authentication timeout")
         except (ClientGone, EOFError, ConnectionError) as e:
             self.log("DEBUG1", f"client connection ended during startup: {e}")

@@ -58,8 +58,10 @@ class _Reader:
         while len(buf) < n:
             try:
                 chunk = self.sock.recv(max(8192, n - len(buf)))
-            except socket.timeout as e:
-                raise ClientGone("timeout while reading the startup packet") from e
+            except (socket.timeout, BlockingIOError) as e:
+                # SO_RCVTIMEO expired (authentication_timeout)
+                raise ClientGone("timeout while reading the startup packet") \
+                    from socket.timeout(str(e))
             except OSError as e:
                 raise ClientGone(str(e)) from e
             if not chunk:
