@@ -2,7 +2,9 @@
 
 One anonymous shared mmap is made by the parent before the first fork; every process sees the
 same bytes through ctypes structures laid over it. Ownership rules (no locks on the data path):
-- the backend table is written only by the parent, which bumps `generation` after each change;
+- the backend table's status and role are written only by the parent, which bumps `generation`
+  after each change; the streaming-replication check process writes the replication fields
+  (standby_delay, replication_state, replication_sync_state), as in pgpool-II;
 - a process slot (and its pool slots) is written only by the worker that owns it;
 - the request ring is the one multi-writer structure, guarded by a lock.
 """
