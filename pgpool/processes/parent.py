@@ -5,6 +5,7 @@ safe point: reap and respawn workers, reload on SIGHUP, smart / fast / immediate
 SIGTERM / SIGINT / SIGQUIT, and drain the node request ring on SIGUSR1.
 """
 
+import ctypes
 import errno
 import os
 import select
@@ -24,6 +25,9 @@ WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, 
 # cannot work (bad environment, bug at start): stop instead of forking in a loop.
 FAST_DEATH_SECONDS = 2.0
 FAST_DEATH_LIMIT = 10
+AUX_MAX_BACKOFF = 30.0
+PCP_BACKLOG = 64
+PR_SET_NAME = 15
 
 
 class StartupFailure(Exception):
@@ -35,11 +39,12 @@ def socket_dirs(cfg) -> list[str]:
     return [cfg.socket_dir] if cfg.socket_dir else []
 
 
-def _create_listeners(cfg) -> list[socket.socket]:
+def _bind_listeners(addresses: str, port: int, dirs: list[str], backlog: int) -> list[socket.socket]:
+    """Listening sockets: a Unix socket `<dir>/.s.PGSQL.<port>` per directory, then TCP on every
+    address of the comma separated `addresses` ('*' = all)."""
     socks = []
-    backlog = max(1, int(cfg.num_init_children * cfg.listen_backlog_multiplier))
-    for d in socket_dirs(cfg):
-        path = os.path.join(d, f".s.PGSQL.{cfg.port}")
+    for d in dirs:
+        path = os.path.join(d, f".s.PGSQL.{port}")
         try:
             if os.path.exists(path):
                 os.unlink(path)
@@ -51,11 +56,11 @@ def _create_listeners(cfg) -> list[socket.socket]:
             raise StartupFailure(f"failed to create INET domain socket: could not bind Unix "
                                  f"socket \"{path}\": {e.strerror}") from e
         socks.append(s)
-    addrs = [a.strip() for a in str(cfg.listen_addresses).split(",") if a.strip()]
+    addrs = [a.strip() for a in str(addresses).split(",") if a.strip()]
     for a in addrs:
         host = None if a == "*" else a
         try:
-            infos = socket.getaddrinfo(host, cfg.port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+            infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
                                        0, socket.AI_PASSIVE)
         except socket.gaierror as e:
             raise StartupFailure(f"could not resolve listen address \"{a}\": {e}") from e
@@ -80,10 +85,58 @@ def _create_listeners(cfg) -> list[socket.socket]:
                 raise StartupFailure(f"failed to create INET domain socket: could not bind "
                                      f"{sockaddr[0]}:{sockaddr[1]}: {e.strerror}") from e
             socks.append(s)
+    return socks
+
+
+def _create_listeners(cfg) -> list[socket.socket]:
+    backlog = max(1, int(cfg.num_init_children * cfg.listen_backlog_multiplier))
+    socks = _bind_listeners(cfg.listen_addresses, cfg.port, socket_dirs(cfg), backlog)
     if not socks:
         raise StartupFailure("no socket to listen on: listen_addresses and "
                              "unix_socket_directories are both empty")
     return socks
+
+
+def pcp_socket_dirs(cfg) -> list[str]:
+    return [cfg.pcp_socket_dir] if cfg.pcp_socket_dir else []
+
+
+def _create_pcp_listeners(cfg) -> list[socket.socket]:
+    socks = _bind_listeners(cfg.pcp_listen_addresses, cfg.pcp_port, pcp_socket_dirs(cfg),
+                            PCP_BACKLOG)
+    if not socks:
+        raise StartupFailure("no socket to listen on for PCP: pcp_listen_addresses and "
+                             "pcp_socket_dir are both empty")
+    return socks
+
+
+def _set_process_name(name: str) -> None:
+    """The kernel's name of this process (ps -o comm, psutil name()): tells auxiliary processes
+    apart from the workers."""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class AuxProcess:
+    """An auxiliary process the parent supervises (the PCP process; health checks later):
+    restarted with back-off when it dies unexpectedly, sent SIGHUP on reload and the shutdown
+    signal on shutdown."""
+
+    def __init__(self, name: str, entry):
+        self.name = name
+        self.entry = entry             # entry(server) -> exit code, runs in the forked child
+        self.pid = 0
+        self.started = 0.0
+        self.quick_deaths = 0
+        self.restart_at: float | None = None
+
+    def backoff(self) -> float:
+        """Seconds to wait before the next start: 0 after a long run, then doubling to 30 s."""
+        if self.quick_deaths == 0:
+            return 0.0
+        return min(AUX_MAX_BACKOFF, 0.5 * 2 ** (self.quick_deaths - 1))
 
 
 class Server:
@@ -96,6 +149,10 @@ class Server:
         self.discard_status = discard_status
         self.shm: S.SharedState | None = None
         self.listeners: list[socket.socket] = []
+        self.pcp_listeners: list[socket.socket] = []
+        self.aux = [AuxProcess("pcp_main", Server._run_pcp)]
+        if cfg.clustering_mode == "streaming_replication":
+            self.aux.append(AuxProcess("sr_check_worker", Server._run_sr_check))
         self.hba = None
         self.pool_passwd = None
         self.children: dict[int, int] = {}        # pid -> worker index
@@ -219,6 +276,7 @@ class Server:
         self.shm.header.parent_pid = os.getpid()
         self._init_backends()
         self.listeners = _create_listeners(cfg)
+        self.pcp_listeners = _create_pcp_listeners(cfg)
         self._set_roles()
         self._write_status()
 
@@ -247,6 +305,8 @@ class Server:
             try:
                 os.close(self._wakeup_r)
                 os.close(self._wakeup_w)
+                for ls in self.pcp_listeners:
+                    ls.close()
                 worker = Worker(index, self)
                 worker.install_signals()
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
@@ -277,6 +337,10 @@ class Server:
                 return
             if pid == 0:
                 return
+            aux = next((a for a in self.aux if a.pid == pid), None)
+            if aux is not None:
+                self._aux_exited(aux, os.waitstatus_to_exitcode(status))
+                continue
             index = self.children.pop(pid, None)
             started = self.child_started.pop(pid, time.monotonic())
             if index is None:
@@ -303,39 +367,150 @@ class Server:
                 self.fast_deaths = 0
             self._fork_worker(index)
 
+    # ---- auxiliary processes ---------------------------------------------------------------
+
+    def _run_pcp(self) -> int:
+        from pgpool.processes.pcp_server import pcp_main
+        for ls in self.listeners:
+            ls.close()
+        return pcp_main(self, self.pcp_listeners)
+
+    def _run_sr_check(self) -> int:
+        from pgpool.processes.sr_check import main
+        for ls in self.listeners + self.pcp_listeners:
+            ls.close()
+        return main(self)
+
+    def _start_aux(self, aux: AuxProcess) -> None:
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS | {signal.SIGUSR2})
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(self._wakeup_r)
+                os.close(self._wakeup_w)
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+                    signal.signal(sig, signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                _set_process_name(aux.name)
+                code = aux.entry(self)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException as e:  # noqa: BLE001 - report; the parent restarts it
+                try:
+                    log.log("WARNING", f"{aux.name} process failed: {e.__class__.__name__}: {e}")
+                except Exception:   # noqa: BLE001
+                    pass
+            finally:
+                os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        aux.pid, aux.started, aux.restart_at = pid, time.monotonic(), None
+
+    def _aux_exited(self, aux: AuxProcess, code: int) -> None:
+        aux.pid = 0
+        if self.shutdown_mode is not None:
+            return
+        if code == FATAL_EXIT:
+            log.log("FATAL", f"{aux.name} process could not start; shutting down")
+            self.shutdown_mode = signal.SIGINT
+            return
+        if time.monotonic() - aux.started < FAST_DEATH_SECONDS:
+            aux.quick_deaths += 1
+        else:
+            aux.quick_deaths = 0
+        delay = aux.backoff()
+        log.log("LOG", f"{aux.name} process exited with status {code}; restarting it"
+                       + (f" in {delay:g} seconds" if delay else ""))
+        aux.restart_at = time.monotonic() + delay
+
+    def _restart_aux(self) -> None:
+        now = time.monotonic()
+        for aux in self.aux:
+            if aux.pid == 0 and aux.restart_at is not None and aux.restart_at <= now:
+                self._start_aux(aux)
+
+    def _aux_timeout(self, default: float) -> float:
+        due = [a.restart_at for a in self.aux if a.pid == 0 and a.restart_at is not None]
+        return max(0.0, min([default] + [t - time.monotonic() for t in due]))
+
+    def _signal_aux(self, sig: int) -> None:
+        for aux in self.aux:
+            if aux.pid:
+                try:
+                    os.kill(aux.pid, sig)
+                except OSError:
+                    pass
+
     # ---- node requests (failover lives in a later release: detach and restart workers) ---
 
     def _handle_requests(self) -> None:
+        handlers = {S.REQ_NODE_DOWN: self._failover, S.REQ_NODE_UP: self._failback}
         for kind, node, _flags, _who in self.shm.pop_requests():
-            if node < 0 or node >= len(self.cfg.backends):
+            if node < 0 or node >= len(self.cfg.backends) or kind not in handlers:
                 continue
-            slot = self.shm.backends[node]
-            if kind == S.REQ_NODE_DOWN and slot.status != S.CON_DOWN:
-                if "DISALLOW_TO_FAILOVER" in self.cfg.backends[node].flag:
-                    log.log("LOG", f"node {node} failed but failover is disallowed for it")
-                    continue
-                live = [b.node_id for b in self.cfg.backends if b.node_id != node
-                        and self.shm.backends[b.node_id].status != S.CON_DOWN]
-                if not live:
-                    log.log("LOG", f"node {node} failed but it is the last live node; "
-                                   "not detaching it")
-                    continue
-                log.log("LOG", f"starting degeneration. shutdown host "
-                               f"{self.cfg.backends[node].hostname}"
-                               f"({self.cfg.backends[node].port})")
-                self.shm.set_backend(node, status=S.CON_DOWN)
-                if self.shm.header.main_node_id == node:
-                    self.shm.header.main_node_id = live[0]
-                if self.shm.header.primary_node_id == node:
-                    self.shm.header.primary_node_id = -1
-                self.shm.bump()
-                self._write_status()
-                for pid in list(self.children):
-                    try:
-                        os.kill(pid, signal.SIGQUIT)
-                    except OSError:
-                        pass
-                log.log("LOG", f"failover: node {node} detached; workers restarted")
+            handlers[kind](node)
+
+    def _live_nodes(self) -> list[int]:
+        return [b.node_id for b in self.cfg.backends
+                if self.shm.backends[b.node_id].status != S.CON_DOWN]
+
+    def _failover(self, node: int) -> None:
+        slot = self.shm.backends[node]
+        if slot.status == S.CON_DOWN:
+            return
+        if "DISALLOW_TO_FAILOVER" in self.cfg.backends[node].flag:
+            log.log("LOG", f"node {node} failed but failover is disallowed for it")
+            return
+        live = [n for n in self._live_nodes() if n != node]
+        if not live:
+            log.log("LOG", f"node {node} failed but it is the last live node; not detaching it")
+            return
+        log.log("LOG", f"starting degeneration. shutdown host {self.cfg.backends[node].hostname}"
+                       f"({self.cfg.backends[node].port})")
+        self.shm.set_backend(node, status=S.CON_DOWN)
+        if self.shm.header.main_node_id == node:
+            self.shm.header.main_node_id = live[0]
+        if self.shm.header.primary_node_id == node:
+            self.shm.header.primary_node_id = -1
+        self.shm.bump()
+        self._write_status()
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGQUIT)
+            except OSError:
+                pass
+        log.log("LOG", f"failover: node {node} detached; workers restarted")
+
+    def _failback(self, node: int) -> None:
+        """pcp_attach_node: the node is up again; running workers see it in new sessions
+        (the generation bump), none is restarted."""
+        b = self.cfg.backends[node]
+        if self.shm.backends[node].status != S.CON_DOWN:
+            return              # attaching a node that is not down is a silent no-op
+        log.log("LOG", f"starting fail back. reconnect host {b.hostname}({b.port})")
+        self.shm.set_backend(node, status=S.CON_UP)
+        live = self._live_nodes()
+        self.shm.header.main_node_id = live[0]
+        if self.cfg.clustering_mode == "streaming_replication":
+            primary = self.shm.header.primary_node_id
+            self._assign_roles(primary if primary >= 0 else self._find_primary(wait=0))
+        else:
+            self._assign_roles(live[0])
+        self.shm.bump()
+        self._write_status()
+        log.log("LOG", f"failback done. reconnect host {b.hostname}({b.port})")
+
+    def _assign_roles(self, primary: int) -> None:
+        """Roles from the primary (streaming) or main node id (other modes)."""
+        streaming = self.cfg.clustering_mode == "streaming_replication"
+        if streaming:
+            self.shm.header.primary_node_id = primary
+        roles = (S.ROLE_PRIMARY, S.ROLE_STANDBY) if streaming else (S.ROLE_MAIN, S.ROLE_REPLICA)
+        for bc in self.cfg.backends:
+            self.shm.backends[bc.node_id].role = roles[0] if bc.node_id == primary else roles[1]
 
     # ---- main loop -------------------------------------------------------------------------
 
@@ -354,11 +529,13 @@ class Server:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         for i in range(self.cfg.num_init_children):
             self._fork_worker(i)
+        for aux in self.aux:
+            self._start_aux(aux)
         log.log("LOG", f"pgpool-II successfully started. version {self._version()}")
         next_primary_search = time.monotonic() + 5
         while self.shutdown_mode is None:
             try:
-                select.select([self._wakeup_r], [], [], 3.0)
+                select.select([self._wakeup_r], [], [], self._aux_timeout(3.0))
             except InterruptedError:
                 pass
             try:
@@ -376,6 +553,8 @@ class Server:
                     self._handle_requests()
             self._reap()
             self._handle_requests()
+            if self.shutdown_mode is None:
+                self._restart_aux()
             if (self.shutdown_mode is None and self.cfg.clustering_mode == "streaming_replication"
                     and self.shm.header.primary_node_id < 0
                     and time.monotonic() >= next_primary_search):
@@ -387,10 +566,7 @@ class Server:
         primary = self._find_primary(wait=0)
         if primary >= 0:
             log.log("LOG", f"find_primary_node: primary node is {primary}")
-            self.shm.header.primary_node_id = primary
-            for b in self.cfg.backends:
-                self.shm.backends[b.node_id].role = S.ROLE_PRIMARY if b.node_id == primary \
-                    else S.ROLE_STANDBY
+            self._assign_roles(primary)
             self.shm.bump()
 
     def _reload(self) -> None:
@@ -408,35 +584,38 @@ class Server:
                 os.kill(pid, signal.SIGHUP)
             except OSError:
                 pass
+        self._signal_aux(signal.SIGHUP)
 
     def _shutdown(self) -> int:
         mode = self.shutdown_mode
         name = {signal.SIGTERM: "smart", signal.SIGINT: "fast",
                 signal.SIGQUIT: "immediate"}.get(mode, "fast")
         log.log("LOG", f"received {name} shutdown request")
-        for s in self.listeners:
+        for s in self.listeners + self.pcp_listeners:
             try:
                 s.close()
             except OSError:
                 pass
-        for d in socket_dirs(self.cfg):
+        paths = [os.path.join(d, f".s.PGSQL.{self.cfg.port}") for d in socket_dirs(self.cfg)]
+        paths += [os.path.join(d, f".s.PGSQL.{self.cfg.pcp_port}") for d in pcp_socket_dirs(self.cfg)]
+        for path in paths:
             try:
-                os.unlink(os.path.join(d, f".s.PGSQL.{self.cfg.port}"))
+                os.unlink(path)
             except OSError:
                 pass
-        for pid in list(self.children):
+        for pid in self._live_pids():
             try:
                 os.kill(pid, mode)
             except OSError:
                 pass
         deadline = None if mode == signal.SIGTERM else time.monotonic() + 10
-        while self.children:
+        while self._live_pids():
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid:
-                self.children.pop(pid, None)
+                self._forget(pid)
                 continue
             sigs, self.pending_signals = self.pending_signals, []
             for sig in sigs:
@@ -446,13 +625,13 @@ class Server:
                     log.log("LOG", "received fast shutdown request" if sig == signal.SIGINT
                             else "received immediate shutdown request")
                     deadline = time.monotonic() + 10
-                    for p in list(self.children):
+                    for p in self._live_pids():
                         try:
                             os.kill(p, sig)
                         except OSError:
                             pass
             if deadline is not None and time.monotonic() > deadline:
-                for p in list(self.children):
+                for p in self._live_pids():
                     try:
                         os.kill(p, signal.SIGKILL)
                     except OSError:
@@ -467,6 +646,16 @@ class Server:
         self._write_status()
         log.log("LOG", "pgpool-II shut down")
         return 0
+
+    def _live_pids(self) -> list[int]:
+        """Workers and auxiliary processes still running."""
+        return list(self.children) + [a.pid for a in self.aux if a.pid]
+
+    def _forget(self, pid: int) -> None:
+        self.children.pop(pid, None)
+        for aux in self.aux:
+            if aux.pid == pid:
+                aux.pid = 0
 
     @staticmethod
     def _version() -> str:

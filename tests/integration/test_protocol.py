@@ -571,13 +571,19 @@ def test_show_pool_nodes(pool, conn, mode):
         assert all(row[3] == "up" for row in rows)
 
 
-@pytest.mark.xfail(strict=True, reason="replication_state / replication_sync_state come from the "
-                   "streaming-replication check process, which is not implemented yet (issue 3)")
 def test_show_pool_nodes_replication_state(pgpool_factory):
-    pgpool = pgpool_factory({"backend_clustering_mode": "streaming_replication"})
-    with pgpool.connect() as conn:
-        columns, rows = show(conn, "SHOW pool_nodes")
+    """The streaming-replication check fills replication_state / replication_sync_state."""
+    pgpool = pgpool_factory({"backend_clustering_mode": "streaming_replication",
+                             "sr_check_period": 1})
+    deadline = time.monotonic() + 10
+    while True:
+        with pgpool.connect() as conn:
+            columns, rows = show(conn, "SHOW pool_nodes")
+        if rows[1][11] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert rows[1][11] == "streaming" and rows[1][12] == "async"
+    assert rows[0][11] == "" and rows[0][10] == "0"       # the primary has no replication state
 
 
 def my_pool_rows(conn) -> list[dict[str, str]]:

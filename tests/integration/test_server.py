@@ -28,6 +28,7 @@ needs_real_pgpool = pytest.mark.skipif(not Path(REAL_PGPOOL[0]).exists(), reason
 POOLED_DATABASES = ("srvtest_a", "srvtest_b")
 # Processes the parent forks besides the num_init_children workers (PCP, health check... later).
 EXTRA_CHILD_PROCESSES = 0
+AUX_PROCESS_NAMES = {"pcp_main", "sr_check_worker"}
 PREFIX_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d: pid (\d+): ([A-Z0-9]+):  (.*)$")
 
 
@@ -57,10 +58,19 @@ def live(pid: int) -> bool:
         return False
 
 
-def child_pids(pid: int) -> set[int]:
-    """Live direct children of process ``pid``."""
+def _name(proc) -> str:
     try:
-        return {c.pid for c in psutil.Process(pid).children() if live(c.pid)}
+        return proc.name()
+    except psutil.Error:
+        return ""
+
+
+def child_pids(pid: int) -> set[int]:
+    """Live direct children of process ``pid`` that are workers (auxiliary processes such as our
+    PCP process, named by the kernel after their role, are left out)."""
+    try:
+        return {c.pid for c in psutil.Process(pid).children()
+                if live(c.pid) and _name(c) not in AUX_PROCESS_NAMES}
     except psutil.NoSuchProcess:
         return set()
 

