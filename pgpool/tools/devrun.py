@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                "-a", str(run_dir / "pool_hba.conf")]
     nodes = ", ".join(f"{n.name}={'primary' if n.node_id == 0 else 'standby'}:{n.port}" for n in cluster.nodes)
     print(f"backends: {nodes}\n"
-          f"pgpool on port {args.port} (pcp.conf: user {PCP_USER} / password {PCP_PASSWORD}; "
-          f"the PCP server on {args.pcp_port} is not implemented yet)\n"
+          f"pgpool on port {args.port}, PCP on {args.pcp_port} (user {PCP_USER} / password {PCP_PASSWORD})\n"
           f"connect:  psql -h 127.0.0.1 -p {args.port} -U postgres postgres\n"
           f"Ctrl-C stops pgpool, then PostgreSQL.\n", flush=True)
     proc = subprocess.Popen(command, cwd=run_dir)
