@@ -85,15 +85,16 @@ def main(argv: list[str] | None = None) -> int:
           f"connect:  psql -h 127.0.0.1 -p {args.port} -U postgres postgres\n"
           f"Ctrl-C stops pgpool, then PostgreSQL.\n", flush=True)
     proc = subprocess.Popen(command, cwd=run_dir)
-    # Ctrl-C reaches pgpool through the terminal; a TERM sent to us is passed on to it.
-    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGINT))
+    # Ctrl-C (SIGINT) or TERM to us: fast shutdown of pgpool, then PostgreSQL. Handlers are set
+    # explicitly: a SIGINT inherited as ignored (a background job) would not raise
+    # KeyboardInterrupt.
+    def stop(signum, frame):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
-        while True:
-            try:
-                status = proc.wait()
-                break
-            except KeyboardInterrupt:
-                proc.send_signal(signal.SIGINT)
+        status = proc.wait()
     finally:
         if proc.poll() is None:
             proc.kill()
