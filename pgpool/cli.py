@@ -161,7 +161,7 @@ def _check_pid_file(path: str) -> bool:
         _err(f"FATAL:  could not write pid file: pid file found. is another pgpool({pid}) "
              "running?")
         return False
-    _err(f"WARNING:  pid file found but it seems bogus. Trying to start pgpool anyway...")
+    _err("WARNING:  pid file found but it seems bogus. Trying to start pgpool anyway...")
     os.unlink(path)
     return True
 

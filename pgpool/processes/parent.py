@@ -15,6 +15,7 @@ import time
 
 from pgpool import log
 from pgpool.config import ConfigError, load_config
+from pgpool.processes.child import run_child
 from pgpool.state import shm as S
 from pgpool.state import probe
 from pgpool.state.status_file import read_status_file, write_status_file
@@ -301,8 +302,7 @@ class Server:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         pid = os.fork()
         if pid == 0:
-            code = 1
-            try:
+            def body():
                 os.close(self._wakeup_r)
                 os.close(self._wakeup_w)
                 for ls in self.pcp_listeners:
@@ -310,17 +310,8 @@ class Server:
                 worker = Worker(index, self)
                 worker.install_signals()
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-                code = worker.run()
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-            except BaseException as e:  # noqa: BLE001 - report and let the parent decide
-                try:
-                    log.log("FATAL", f"worker failed: {e.__class__.__name__}: {e}")
-                except Exception:   # noqa: BLE001
-                    pass
-                code = FATAL_EXIT
-            finally:
-                os._exit(code)
+                return worker.run()
+            run_child(body, what="worker", failure_code=FATAL_EXIT, level="FATAL")
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self.children[pid] = index
         self.child_started[pid] = time.monotonic()
@@ -385,8 +376,7 @@ class Server:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS | {signal.SIGUSR2})
         pid = os.fork()
         if pid == 0:
-            code = 1
-            try:
+            def body():
                 os.close(self._wakeup_r)
                 os.close(self._wakeup_w)
                 signal.set_wakeup_fd(-1)
@@ -396,16 +386,8 @@ class Server:
                     signal.signal(sig, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
                 _set_process_name(aux.name)
-                code = aux.entry(self)
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-            except BaseException as e:  # noqa: BLE001 - report; the parent restarts it
-                try:
-                    log.log("WARNING", f"{aux.name} process failed: {e.__class__.__name__}: {e}")
-                except Exception:   # noqa: BLE001
-                    pass
-            finally:
-                os._exit(code)
+                return aux.entry(self)
+            run_child(body, what=f"{aux.name} process")
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         aux.pid, aux.started, aux.restart_at = pid, time.monotonic(), None
 

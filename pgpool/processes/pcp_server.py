@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from pcp import protocol as P
 from pgpool import log
 from pgpool.config.files import PcpConfError, read_pcp_conf
+from pgpool.processes.child import run_child
 from pgpool.proxy import local
 from pgpool.state import probe
 from pgpool.state import shm as S
@@ -169,21 +170,15 @@ def _fork_pcp_child(server, cfg, listeners, conn: socket.socket, wake_fds, child
         conn.close()
         children.add(pid)
         return
-    code = 1
-    try:
+
+    def body():
         for fd in wake_fds:
             os.close(fd)
         for ls in listeners:
             ls.close()
         log.set_process("pcp_child")
-        code = PcpChild(server, cfg, conn).run()
-    except BaseException as e:  # noqa: BLE001 - a worker never returns into pcp_main's loop
-        try:
-            log.log("WARNING", f"PCP worker failed: {e.__class__.__name__}: {e}")
-        except Exception:   # noqa: BLE001
-            pass
-    finally:
-        os._exit(code)
+        return PcpChild(server, cfg, conn).run()
+    run_child(body, what="PCP worker")
 
 
 # ---- pcp_child --------------------------------------------------------------------------------

@@ -37,6 +37,26 @@ def open_socket(host: str, port: int, timeout: float | None) -> socket.socket:
     return s
 
 
+def read_message(sock: socket.socket, buf: bytearray, max_length: int,
+                 closed: str) -> tuple[bytes, bytes]:
+    """Next whole message (kind, payload) from `sock`, buffered in `buf` (used outside the relay:
+    startup, authentication, pgpool's own queries). ValueError on a length outside
+    4..max_length, EOFError(`closed`) when the peer closed the socket."""
+    while True:
+        if len(buf) >= 5:
+            length = _I32.unpack_from(buf, 1)[0]
+            if length < 4 or length > max_length:
+                raise ValueError(f"invalid message length {length}")
+            if len(buf) >= length + 1:
+                kind, payload = bytes(buf[:1]), bytes(buf[5:length + 1])
+                del buf[:length + 1]
+                return kind, payload
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError(closed)
+        buf += chunk
+
+
 class BackendConn:
     """A started-up backend session; the relay reads and writes `sock` directly."""
 
@@ -62,21 +82,11 @@ class BackendConn:
 
     def recv_message(self) -> tuple[bytes, bytes]:
         """Next whole message (kind, payload); EOFError if the server closed the socket."""
-        buf = self.rbuf
-        while True:
-            if len(buf) >= 5:
-                length = _I32.unpack_from(buf, 1)[0]
-                if length < 4:
-                    raise BackendError(self.node_id, f"invalid message length {length} from backend")
-                if len(buf) >= length + 1:
-                    kind = bytes(buf[0:1])
-                    payload = bytes(buf[5:length + 1])
-                    del buf[:length + 1]
-                    return kind, payload
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("backend closed the connection")
-            buf += chunk
+        try:
+            return read_message(self.sock, self.rbuf, m.MAX_MESSAGE_LENGTH,
+                                "backend closed the connection")
+        except ValueError as e:
+            raise BackendError(self.node_id, f"{e} from backend") from e
 
     def simple_query(self, sql: str) -> tuple[list[list[str | None]], list[dict]]:
         """Run a query on this connection; returns (rows as text, errors)."""

@@ -129,14 +129,7 @@ class Relay:
                 if head.closed and not head.copy_in and self.open_unit is None:
                     # The reply node owes a ReadyForQuery without further input: block on it.
                     n = head.reply
-                    conn = self.conns[n]
-                    try:
-                        data = conn.sock.recv(RECV_SIZE)
-                    except OSError as e:
-                        raise BackendLost(n, str(e)) from e
-                    if not data:
-                        raise BackendLost(n, "EOF encountered with backend")
-                    self.on_backend_data(n, data)
+                    self.on_backend_data(n, _recv_backend(self.conns[n]))
                     continue
             elif (not self.listening and not self.idle_limit and not self.batch
                   and self.open_unit is None and not self.stalled and not any(node_q.values())):
@@ -188,13 +181,7 @@ class Relay:
                     return
             else:
                 n = self._fd_node[fd]
-                try:
-                    data = self.conns[n].sock.recv(RECV_SIZE)
-                except OSError as e:
-                    raise BackendLost(n, str(e)) from e
-                if not data:
-                    raise BackendLost(n, "EOF encountered with backend")
-                self.on_backend_data(n, data)
+                self.on_backend_data(n, _recv_backend(self.conns[n]))
 
     # ---- client side ---------------------------------------------------------------------
 
@@ -376,9 +363,7 @@ class Relay:
         if kind == K_Q:
             if unpack(data, 1)[0] + 1 != n:
                 return False
-            low = data[5:].lower()
-            if low.lstrip()[:10].startswith(_LOCAL_PREFIXES) or b"copy" in low \
-                    or b"listen" in low:
+            if _needs_general_path(data[5:]):
                 return False
             expected = 1
         elif kind in _FAST_BATCH_START and data[n - 5:] == _SYNC:
@@ -394,9 +379,7 @@ class Relay:
                     return False
                 if k == K_P:
                     q = data.index(b"\0", pos + 5) + 1
-                    low = data[q:pos + 1 + length].lower()
-                    if low.lstrip()[:10].startswith(_LOCAL_PREFIXES) or b"copy" in low \
-                            or b"listen" in low:
+                    if _needs_general_path(data[q:pos + 1 + length]):
                         return False
                     if raw:
                         stats.count(stat_kind(data[q:q + 12]), self._fast_nodes)
@@ -442,12 +425,7 @@ class Relay:
         client = self.client
         rbuf = conn.rbuf
         while expected:
-            try:
-                chunk = sock.recv(RECV_SIZE)
-            except OSError as e:
-                raise BackendLost(conn.node_id, str(e)) from e
-            if not chunk:
-                raise BackendLost(conn.node_id, "EOF encountered with backend")
+            chunk = _recv_backend(conn)
             if rbuf:
                 rbuf += chunk
                 chunk = bytes(rbuf)
@@ -704,6 +682,24 @@ class Relay:
             return False
         self.units.clear()
         return True
+
+
+def _recv_backend(conn) -> bytes:
+    """The next chunk a backend sent; BackendLost on a socket error or EOF."""
+    try:
+        data = conn.sock.recv(RECV_SIZE)
+    except OSError as e:
+        raise BackendLost(conn.node_id, str(e)) from e
+    if not data:
+        raise BackendLost(conn.node_id, "EOF encountered with backend")
+    return data
+
+
+def _needs_general_path(sql: bytes) -> bool:
+    """Statement text the fast path leaves to the general one: pgpool's own commands, COPY
+    (the client speaks mid-reply), LISTEN (notifications arrive between requests)."""
+    low = sql.lower()
+    return low.lstrip()[:10].startswith(_LOCAL_PREFIXES) or b"copy" in low or b"listen" in low
 
 
 def _cstr(buf: bytes, pos: int) -> tuple[str, int]:

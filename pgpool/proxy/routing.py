@@ -153,7 +153,6 @@ class StreamRouting:
         nodes = d.nodes
         self.last_nodes = nodes
         self.stats.count(stat_kind(msg[5:-1]), nodes)
-        self.session.note_route(d)
         self.log.simple(nodes, sql)
         u = Unit(nodes, d.reply_node)
         if d.plain_begin_for_standbys:
@@ -214,8 +213,7 @@ class StreamRouting:
             else:
                 reply = primary if primary in nodes else first.reply_node
             for d in decisions:
-                self.session.note_route(d)
-            nodes_t = tuple(sorted(nodes))
+                    nodes_t = tuple(sorted(nodes))
         else:
             nodes_t = self.last_nodes
             reply = self.view.primary if self.view.primary in nodes_t else nodes_t[0]

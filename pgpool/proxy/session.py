@@ -1,5 +1,6 @@
 """One client session inside a worker: startup, authentication, pool slot, relay, cleanup."""
 
+import copy
 import socket
 import struct
 import time
@@ -7,7 +8,8 @@ import time
 from pgpool import log
 from pgpool.protocol import messages as m
 from pgpool.proxy import auth_flow
-from pgpool.proxy.backend import BackendConn, BackendError, open_socket, read_startup_reply
+from pgpool.proxy.backend import (BackendConn, BackendError, open_socket, read_message,
+                                  read_startup_reply)
 from pgpool.proxy.cancel import forward_cancel
 from pgpool.proxy.local import LocalCommands
 from pgpool.proxy.pool import NEVER_CACHED_DATABASES, PooledSession, pool_key
@@ -51,21 +53,11 @@ class ClientIO:
         self.sock.sendall(data)
 
     def recv_message(self) -> tuple[bytes, bytes]:
-        buf = self.buf
-        while True:
-            if len(buf) >= 5:
-                length = struct.unpack_from("!i", buf, 1)[0]
-                if length < 4 or length > 65536:
-                    raise ClientProtocolError(f"invalid message length {length} "
-                                              "during authentication")
-                if len(buf) >= length + 1:
-                    kind, payload = bytes(buf[:1]), bytes(buf[5:length + 1])
-                    del buf[:length + 1]
-                    return kind, payload
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("client closed the connection during authentication")
-            buf += chunk
+        try:
+            return read_message(self.sock, self.buf, 65536,
+                                "client closed the connection during authentication")
+        except ValueError as e:
+            raise ClientProtocolError(f"{e} during authentication") from e
 
 
 class Stats:
@@ -111,7 +103,6 @@ class Session:
         self.view = None
         self.relay: Relay | None = None
         self.clean_exit = False
-        self.last_route = None
         self.pgpool_overrides: dict = {}
 
     def log(self, level: str, message: str, detail: str | None = None) -> None:
@@ -145,7 +136,7 @@ class Session:
                             application_name=first.application_name,
                             client_host=self.client_host, client_port=self.client_port)
             if cfg.log_connections:
-                self.log("LOG", f"new connection received",
+                self.log("LOG", "new connection received",
                          f"connecting host={self.client_host}"
                          + (f" port={self.client_port}" if self.client_port else ""))
             self._admit()
@@ -359,10 +350,8 @@ class Session:
 
     def apply_overrides(self, overrides: dict) -> None:
         """PGPOOL SET / RESET: this session sees the configuration with these values."""
-        import copy
         self.pgpool_overrides = overrides
-        cfg = copy.copy(self.worker.cfg)
-        cfg.__dict__ = dict(cfg.__dict__)
+        cfg = copy.copy(self.worker.cfg)        # copies the instance dict too
         cfg.values = dict(cfg.values)
         cfg.values.update(overrides)
         cfg.refresh_attributes()
@@ -373,11 +362,8 @@ class Session:
                 router.logging = bool(cfg.log_statement or cfg.log_per_node_statement)
             if hasattr(router, "cfg"):
                 router.cfg = cfg
-        self.relay.idle_limit = cfg.client_idle_limit if self.relay is not None else 0
+            self.relay.idle_limit = cfg.client_idle_limit
         log.configure(cfg)
-
-    def note_route(self, decision) -> None:
-        self.last_route = decision
 
     def is_volatile(self, func_name: str):
         return self.worker.catalog.is_volatile(self, func_name)

@@ -32,6 +32,7 @@ from tests.conftest import phase_failed
 from tests.harness import rawpg
 from tests.harness.clients import psql
 from tests.harness.pgpool_process import PgpoolProcess, repo_env
+from tests.harness.wait import wait_for as _wait_for
 
 LOG_LEVELS = r"(?:LOG|WARNING|ERROR|FATAL|PANIC)"
 # what a log line about a client that vanished without Terminate may say
@@ -42,16 +43,9 @@ CLIENT_VANISHED = (r"unable to read data from frontend|EOF encountered with fron
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
-    """Poll ``predicate`` until it returns a truthy value; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+# the shared polling helper, with this file's usual pace
+def wait_for(predicate, timeout: float = 10, interval: float = 0.05, what: str = "condition"):
+    return _wait_for(predicate, timeout, interval, what)
 
 
 def backend_pid(conn: psycopg.Connection) -> int:

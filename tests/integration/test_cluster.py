@@ -15,17 +15,9 @@ import pytest
 from pgpool.tools.cluster import PgCluster, free_ports
 from tests.harness.clients import pcp, pgbench, pgbench_tps, psql_value
 from tests.harness.pgpool_process import REAL_PGPOOL, PgpoolProcess, PgpoolStartError
+from tests.harness.wait import wait_for
 
 needs_real_pgpool = pytest.mark.skipif(not Path(REAL_PGPOOL[0]).exists(), reason="pgpool-II (pgpool2) not installed")
-
-
-def wait_for(predicate, timeout: float = 10, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-    return result
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import pytest
 
 from pcp import protocol as P
 from tests.harness.pgpool_process import REAL_PGPOOL, PgpoolProcess
+from tests.harness.wait import wait_for as _wait_for
 
 REAL_PCP = Path("/usr/sbin/pcp_node_count")
 RUNNERS = [pytest.param(True, id="real-client", marks=pytest.mark.skipif(
@@ -54,13 +55,9 @@ def wait_pcp(pgpool: PgpoolProcess, timeout: float = 15) -> PgpoolProcess:
             time.sleep(0.1)
 
 
-def wait_for(predicate, timeout: float = 15, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        time.sleep(0.1)
-    return result
+# the shared polling helper, with this file's usual pace
+def wait_for(predicate, timeout: float = 15, interval: float = 0.1, what: str = "condition"):
+    return _wait_for(predicate, timeout, interval, what)
 
 
 def node_statuses(pgpool: PgpoolProcess) -> list[str] | None:

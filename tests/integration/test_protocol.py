@@ -24,6 +24,7 @@ from psycopg.pq import TransactionStatus
 from tests.conftest import phase_failed
 from tests.harness.clients import client_program, pgbench, psql, psql_value
 from tests.harness.pgpool_process import PgpoolProcess
+from tests.harness.wait import wait_for as _wait_for
 
 MODES = ["raw", "streaming_replication"]
 NUM_CHILDREN = 8        # above the pgbench client count (4) plus the test's own connections
@@ -52,13 +53,9 @@ TIMESTAMP_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
 # -- helpers ------------------------------------------------------------------------------------
 
-def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-    return result
+# the shared polling helper, with this file's usual pace
+def wait_for(predicate, timeout: float = 10, interval: float = 0.05, what: str = "condition"):
+    return _wait_for(predicate, timeout, interval, what)
 
 
 def wait_replayed(cluster, timeout: float = 15) -> None:

@@ -21,6 +21,7 @@ import pytest
 from pgpool.tools.cluster import free_ports
 from tests.harness.clients import psql_value
 from tests.harness.pgpool_process import OUR_PGPOOL, REAL_PGPOOL, PgpoolProcess, repo_env
+from tests.harness.wait import wait_for
 
 needs_real_pgpool = pytest.mark.skipif(not Path(REAL_PGPOOL[0]).exists(), reason="pgpool-II (pgpool2) not installed")
 
@@ -38,16 +39,6 @@ def run_pgpool(*args: str, timeout: float = 30, cwd: str | os.PathLike | None = 
     """Run our `pgpool` command with ``args``; text output captured."""
     return subprocess.run([*OUR_PGPOOL, *args], capture_output=True, text=True, timeout=timeout, env=repo_env(),
                           cwd=cwd or "/tmp", stdin=subprocess.DEVNULL)
-
-
-def wait_for(predicate, timeout: float = 10, interval: float = 0.1, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        time.sleep(interval)
-    return result
 
 
 def live(pid: int) -> bool:
@@ -435,7 +426,7 @@ def test_reload_log_line_prefix_reaches_workers(start_pgpool):
     with pgpool.connect() as conn:
         worker = serving_pid(conn, pgpool.pid)
         conn.execute("SELECT 'prefix marker'")
-    wait_for(lambda: log_has(pgpool, rf"^[^\n]*LOG:  statement: SELECT 'prefix marker'$"), timeout=3,
+    wait_for(lambda: log_has(pgpool, r"^[^\n]*LOG:  statement: SELECT 'prefix marker'$"), timeout=3,
              what="statement logged")
     assert log_has(pgpool, rf"^reloaded {worker}: LOG:  statement: SELECT 'prefix marker'$"), pgpool.log_text()
 

@@ -14,6 +14,7 @@ from pgpool.processes.parent import Server
 from pgpool.processes.sr_check import check_once, main
 from pgpool.state import shm as S
 from pgpool.tools.cluster import format_conf, free_ports
+from tests.harness.wait import wait_for as _wait_for
 
 WRITE_ROWS = 5000        # ~5 MB of WAL
 
@@ -41,13 +42,9 @@ def make_shm(cfg, primary: int = 0) -> S.SharedState:
     return shm
 
 
-def wait_for(predicate, timeout: float = 30, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-    return result
+# the shared polling helper, with this file's usual pace
+def wait_for(predicate, timeout: float = 30, interval: float = 0.2, what: str = "condition"):
+    return _wait_for(predicate, timeout, interval, what)
 
 
 @pytest.fixture

@@ -1,1 +1,0 @@
-"""pgpool/net package."""
