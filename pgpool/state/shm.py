@@ -35,6 +35,16 @@ PROCESS_STATUS_NAMES = {PS_WAIT_FOR_CONNECTION: "Wait for connection",
 # Failover request kinds.
 REQ_NODE_UP, REQ_NODE_DOWN, REQ_PROMOTE, REQ_CLOSE_IDLE = 1, 2, 3, 4
 REQUEST_RING_SIZE = 16
+# Request flag bits (who asked and how).
+REQ_FLAG_HEALTH_CHECK = 1      # from a health-check process
+REQ_FLAG_BACKEND_ERROR = 2     # a worker lost a backend connection (failover_on_backend_error)
+REQ_FLAG_SHUTDOWN = 4          # a backend reported 57P01/57P02 (failover_on_backend_shutdown)
+REQ_FLAG_PCP = 8               # pcp_detach_node / pcp_attach_node / pcp_promote_node
+REQ_FLAG_SWITCHOVER = 16       # pcp_promote_node -s: detach the primary, promote the given node
+REQ_FLAG_GRACEFUL = 32         # graceful variant (wait for sessions)
+REQ_FLAG_AUTO_FAILBACK = 64    # auto_failback of a streaming standby
+REQ_FLAG_FALSE_PRIMARY = 128   # detach_false_primary
+REQ_FLAG_RECOVERY = 256        # failback at the end of online recovery
 
 
 class BackendSlot(ctypes.Structure):
@@ -47,7 +57,39 @@ class BackendSlot(ctypes.Structure):
         ("status_changed_time", ctypes.c_int64),
         ("replication_state", ctypes.c_char * 32),
         ("replication_sync_state", ctypes.c_char * 32),
+        # WAL positions seen by the sr_check process (or an on-demand probe): the primary's
+        # current LSN / a standby's replay LSN, and when (time.time()) they were read
+        ("wal_lsn", ctypes.c_uint64),
+        ("lsn_time", ctypes.c_double),
     ]
+
+
+class HealthStats(ctypes.Structure):
+    """Per-node health-check statistics (one writer: that node's health-check process)."""
+    _fields_ = [
+        ("total_count", ctypes.c_uint64),
+        ("success_count", ctypes.c_uint64),
+        ("fail_count", ctypes.c_uint64),
+        ("skip_count", ctypes.c_uint64),
+        ("retry_count", ctypes.c_uint64),
+        ("max_retry_count", ctypes.c_uint64),
+        ("total_duration_ms", ctypes.c_uint64),
+        ("max_duration_ms", ctypes.c_uint64),
+        ("min_duration_ms", ctypes.c_uint64),
+        ("last_health_check", ctypes.c_int64),
+        ("last_successful_health_check", ctypes.c_int64),
+        ("last_skip_health_check", ctypes.c_int64),
+        ("last_failed_health_check", ctypes.c_int64),
+    ]
+
+
+class RywEntry(ctypes.Structure):
+    """One read-your-writes record: a (user, database) key hash and the LSN of its last commit."""
+    _fields_ = [("key", ctypes.c_uint64), ("lsn", ctypes.c_uint64)]
+
+
+RYW_SLOTS = 1024
+ROUTE_COUNTERS = 64          # per-process counters of routing rules (SHOW pool_routing)
 
 
 class Header(ctypes.Structure):
@@ -61,7 +103,10 @@ class Header(ctypes.Structure):
         ("parent_pid", ctypes.c_int32),
         ("req_head", ctypes.c_int32),
         ("req_tail", ctypes.c_int32),
+        ("follow_primary_lock", ctypes.c_int32),     # pid of the follow-primary process, 0 = free
+        ("in_recovery", ctypes.c_int32),             # 0 none, 1 online recovery, 2 graceful detach
         ("_pad", ctypes.c_int32),
+        ("failover_count", ctypes.c_uint64),         # bumped by the parent after each failover/failback
     ]
 
 
@@ -119,6 +164,7 @@ def _make_types(max_pool: int, num_backends: int):
             ("error_cnt", ctypes.c_uint64 * num_backends),
             ("fatal_cnt", ctypes.c_uint64 * num_backends),
             ("panic_cnt", ctypes.c_uint64 * num_backends),
+            ("route_cnt", ctypes.c_uint64 * ROUTE_COUNTERS),
         ]
 
     return ConnSlot, PoolSlot, ProcessSlot
@@ -134,6 +180,8 @@ class SharedState:
         _, self.PoolSlot, self.ProcessSlot = _make_types(max_pool, MAX_BACKENDS)
         sizes = [ctypes.sizeof(Header), ctypes.sizeof(BackendSlot) * MAX_BACKENDS,
                  ctypes.sizeof(Request) * REQUEST_RING_SIZE,
+                 ctypes.sizeof(HealthStats) * MAX_BACKENDS,
+                 ctypes.sizeof(RywEntry) * RYW_SLOTS,
                  ctypes.sizeof(self.ProcessSlot) * num_children]
         self._mm = mmap.mmap(-1, sum(sizes) + 64, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
         off = 0
@@ -143,11 +191,16 @@ class SharedState:
         off += sizes[1]
         self.requests = (Request * REQUEST_RING_SIZE).from_buffer(self._mm, off)
         off += sizes[2]
+        self.health = (HealthStats * MAX_BACKENDS).from_buffer(self._mm, off)
+        off += sizes[3]
+        self.ryw = (RywEntry * RYW_SLOTS).from_buffer(self._mm, off)
+        off += sizes[4]
         self.processes = (self.ProcessSlot * num_children).from_buffer(self._mm, off)
         self.header.num_backends = self.num_backends
         self.header.primary_node_id = -1
         self.header.main_node_id = 0
         self._req_lock = multiprocessing.Lock()
+        self.ryw_lock = multiprocessing.Lock()
 
     # ---- backend table (parent writes) ------------------------------------------------
 
