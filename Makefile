@@ -5,7 +5,7 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PG_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: run test bench clean venv sysdeps
+.PHONY: run test bench bench-failover clean venv sysdeps
 
 venv: $(STAMP)
 
@@ -37,6 +37,10 @@ test: sysdeps venv
 
 bench: venv
 	$(VPY) -m tests.bench
+
+# Failover timing, ours vs pgpool-II 4.3 (kills and rebuilds a scratch cluster; not a test).
+bench-failover: sysdeps venv
+	$(VPY) -m tests.bench_failover
 
 clean:
 	rm -rf $(VENV) .run build *.egg-info .pytest_cache tests/.tmp

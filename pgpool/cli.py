@@ -202,8 +202,8 @@ def main(argv=None) -> int:
         return _signal_server(cfg, sig, wait=True)
     if args.command == "reload":
         return _signal_server(cfg, signal.SIGHUP, wait=False)
-    if args.key_file:
-        os.environ["PGPOOLKEYFILE"] = args.key_file
+    from pgpool.auth.pool_passwd import set_key_file
+    set_key_file(args.key_file)       # -k, else $PGPOOLKEYFILE, else ~/.pgpoolkey; before daemonizing
     pcp_file = args.pcp_file or os.path.join(os.path.dirname(config_file), "pcp.conf")
     hba_file = args.hba_file and os.path.abspath(args.hba_file)
     if not _check_pid_file(cfg.pid_file_name):

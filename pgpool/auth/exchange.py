@@ -19,8 +19,8 @@ from typing import Callable, Protocol
 
 from pgpool.auth import md5 as md5mod
 from pgpool.auth import scram
-from pgpool.auth.pool_passwd import (AES_NOT_SUPPORTED, PasswordType, UnsupportedPasswordError, password_type,
-                                     plain_password)
+from pgpool.auth.pool_passwd import (AES_DECRYPT_FAILED, KEY_HINT, PasswordType, UnsupportedPasswordError,
+                                     password_type, plain_password)
 from pgpool.protocol.messages import auth_request, error_response, parse_error_fields, password_message
 
 # Authentication request codes (PostgreSQL's AUTH_REQ_*).
@@ -110,11 +110,12 @@ def _missing_entry(method_name: str, user: str) -> AuthError:
 
 
 def _stored_plain(secret: str, failure: str) -> str | None:
-    """The cleartext of a stored password (None for md5 / SCRAM); AES -> AuthError."""
+    """The cleartext of a stored password (None for md5 / SCRAM); an AES one that does not
+    decrypt -> AuthError (pgpool-II's wording)."""
     try:
         return plain_password(secret)
     except UnsupportedPasswordError:
-        raise AuthError(failure, AES_NOT_SUPPORTED, FEATURE_NOT_SUPPORTED, "FATAL") from None
+        raise AuthError(failure, AES_DECRYPT_FAILED, INVALID_PASSWORD, "FATAL", KEY_HINT) from None
 
 
 def _auth_password(io: MessageIO, user: str, stored: str | None, ctx: dict) -> str:
@@ -274,7 +275,7 @@ def _plain_for_backend(password: str | None, what: str, user: str) -> str:
     try:
         return plain_password(password)
     except UnsupportedPasswordError:
-        raise _backend_failure(AES_NOT_SUPPORTED, FEATURE_NOT_SUPPORTED) from None
+        raise _backend_failure(AES_DECRYPT_FAILED, INVALID_PASSWORD) from None
 
 
 def _backend_recv(io: MessageIO) -> tuple[int, bytes]:

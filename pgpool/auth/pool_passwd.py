@@ -3,8 +3,15 @@
 Each line is ``user:password`` (optionally ``:backend_user:backend_password``); a backslash escapes
 the next character, so ``\\:`` is a colon inside a field.  The password is an md5 hash
 (``md5`` + 32 characters), a SCRAM verifier (``SCRAM-SHA-256$...``), ``TEXT`` + a plain password,
-``AES`` + an encrypted one (not supported yet), or else a plain password.  The first line for a
-user wins.  The file is re-read when it changes, like pgpool-II, which reads it on every lookup.
+``AES`` + an AES-256 encrypted one (see :mod:`pgpool.auth.aes`), or else a plain password.  The
+first line for a user wins.  The file is re-read when it changes, like pgpool-II, which reads it on
+every lookup.
+
+AES passwords are decrypted with the pgpool key, read once at startup like pgpool-II does
+(:func:`set_key_file`: ``pgpool -k FILE``, else ``$PGPOOLKEYFILE``, else ``~/.pgpoolkey``; read on
+first use when nobody called it).  A lookup returns an AES entry decrypted (as ``TEXT`` + the
+cleartext); one that does not decrypt is logged and treated as absent, so the login fails with
+pgpool's usual "no pool_passwd entry" error instead of using a password nobody can check.
 """
 
 from __future__ import annotations
@@ -13,12 +20,16 @@ import enum
 import os
 from dataclasses import dataclass
 
+from pgpool import log
+from pgpool.auth import aes
+from pgpool.auth.aes import AES_PREFIX
 from pgpool.auth.md5 import MD5_PREFIX, is_md5_hash
 from pgpool.auth.scram import VERIFIER_PREFIX
 
-AES_PREFIX = "AES"
 TEXT_PREFIX = "TEXT"
-AES_NOT_SUPPORTED = "AES encrypted passwords are not supported yet"
+# The detail and hint of every "could not decrypt" error (pgpool-II's wording).
+AES_DECRYPT_FAILED = "unable to decrypt password from pool_passwd"
+KEY_HINT = "verify the valid pool_key exists"
 
 
 class PasswordType(enum.Enum):
@@ -30,7 +41,39 @@ class PasswordType(enum.Enum):
 
 
 class UnsupportedPasswordError(Exception):
-    """The entry holds a password kind this implementation cannot use yet (AES)."""
+    """An AES password that cannot be decrypted (no pgpool key, a wrong key, damaged data);
+    the message says why."""
+
+
+# The pgpool key: None until set_key_file() ran (explicitly at startup, or on first use).
+_key_file: aes.KeyFile | None = None
+
+
+def set_key_file(path: str | None = None) -> aes.KeyFile:
+    """Read the pgpool key now, from ``path`` (``pgpool -k``) or, when that is empty, from
+    ``$PGPOOLKEYFILE`` or ``~/.pgpoolkey``; the key file's warnings are logged.  A relative path
+    is relative to the current directory, so call this before daemonizing."""
+    global _key_file
+    _key_file = aes.read_key_file(path or aes.default_key_file() or "")
+    for warning in _key_file.warnings:
+        log.warning(warning)
+    return _key_file
+
+
+def pool_key() -> bytes | None:
+    """The pgpool key (None when there is none)."""
+    return (_key_file or set_key_file()).key
+
+
+def decrypt(secret: str) -> str:
+    """The cleartext of an ``AES...`` password; UnsupportedPasswordError saying why it failed."""
+    key = pool_key()
+    if key is None:
+        raise UnsupportedPasswordError(f'no pool key: key file "{_key_file.path}" is missing, empty or unreadable')
+    try:
+        return aes.decrypt_password(secret, key)
+    except aes.AesError as exc:
+        raise UnsupportedPasswordError(f"{exc} (wrong pool key or damaged entry)") from None
 
 
 # Checked in order, as pgpool-II's get_password_type(); a password matching none is plain text.
@@ -52,10 +95,10 @@ def password_type(secret: str) -> PasswordType:
 
 def plain_password(secret: str) -> str | None:
     """The cleartext a stored password reveals: plain or ``TEXT``-prefixed -> the password,
-    md5 / SCRAM -> None; AES -> UnsupportedPasswordError."""
+    AES -> decrypted (UnsupportedPasswordError when that fails), md5 / SCRAM -> None."""
     kind = password_type(secret)
     if kind is PasswordType.AES:
-        raise UnsupportedPasswordError(AES_NOT_SUPPORTED)
+        return decrypt(secret)
     if kind is PasswordType.TEXT_PREFIXED:
         return secret[len(TEXT_PREFIX):]
     return secret if kind is PasswordType.PLAINTEXT else None
@@ -76,6 +119,15 @@ class PasswordEntry:
 
     def plain_password(self) -> str | None:
         return plain_password(self.password)
+
+    def decrypted(self) -> PasswordEntry:
+        """This entry with AES passwords replaced by ``TEXT`` + their cleartext
+        (UnsupportedPasswordError when one does not decrypt)."""
+        def clear(secret: str | None) -> str | None:
+            if secret is None or password_type(secret) is not PasswordType.AES:
+                return secret
+            return TEXT_PREFIX + decrypt(secret)
+        return PasswordEntry(self.user, clear(self.password), self.backend_user, clear(self.backend_password))
 
 
 def split_fields(line: str) -> list[str]:
@@ -142,8 +194,17 @@ class PoolPasswd:
             self._stamp = stamp
 
     def lookup(self, user: str) -> PasswordEntry | None:
+        """``user``'s entry, AES passwords decrypted; None when there is none or it does not
+        decrypt (logged as a WARNING)."""
         self._refresh()
-        return self._entries.get(user)
+        entry = self._entries.get(user)
+        if entry is None:
+            return None
+        try:
+            return entry.decrypted()
+        except UnsupportedPasswordError as exc:
+            log.warning(f'{AES_DECRYPT_FAILED} for user "{user}"', detail=str(exc), hint=KEY_HINT)
+            return None
 
     def users(self) -> list[str]:
         self._refresh()
@@ -178,8 +239,8 @@ def update_entry(path: str | os.PathLike, user: str, password: str) -> None:
 def config_user_password(user: str, password_in_config: str, passwd: PoolPasswd | None) -> str | None:
     """The password pgpool uses to log in as ``user`` for health checks, streaming-replication
     checks and the like (pgpool-II's get_pgpool_config_user_password): the setting's value, or
-    the pool_passwd entry when the setting is empty; returned as plain text or an md5 hash,
-    None when neither is available.  AES -> UnsupportedPasswordError."""
+    the pool_passwd entry when the setting is empty; returned as plain text (AES decrypted) or an
+    md5 hash, None when neither is available or an AES password does not decrypt (logged)."""
     secret = password_in_config
     if not secret:
         entry = passwd.lookup(user) if passwd is not None else None
@@ -188,4 +249,9 @@ def config_user_password(user: str, password_in_config: str, passwd: PoolPasswd 
         secret = entry.password
     if password_type(secret) is PasswordType.MD5:
         return secret
-    return plain_password(secret)
+    try:
+        return plain_password(secret)
+    except UnsupportedPasswordError as exc:
+        log.warning(f"could not get the password for user:{user}", detail=f"{AES_DECRYPT_FAILED}: {exc}",
+                    hint=KEY_HINT)
+        return None

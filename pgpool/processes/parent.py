@@ -1,12 +1,16 @@
-"""The parent process: sockets, shared memory, preforked workers, reload, shutdown, node requests.
+"""The parent process: sockets, shared memory, preforked workers, auxiliary processes, reload, shutdown, node requests.
 
 Signal handlers only record the signal (through a wakeup pipe); the main loop acts on them at a
-safe point: reap and respawn workers, reload on SIGHUP, smart / fast / immediate shutdown on
-SIGTERM / SIGINT / SIGQUIT, and drain the node request ring on SIGUSR1.
+safe point: reap and respawn workers and auxiliary processes (PCP, sr_check_worker, one
+health_check<N> per backend), reload on SIGHUP, smart / fast / immediate shutdown on SIGTERM /
+SIGINT / SIGQUIT, wake workers on SIGUSR2, and hand the node request ring (SIGUSR1) to the
+failover machinery (pgpool.ha.failover), which never blocks the loop: commands it runs and
+primary probes are child processes reaped here.
 """
 
 import ctypes
 import errno
+import importlib.util
 import os
 import select
 import signal
@@ -15,10 +19,12 @@ import time
 
 from pgpool import log
 from pgpool.config import ConfigError, load_config
+from pgpool.ha.failover import Failover
+from pgpool.ha import plan as P
 from pgpool.processes.child import run_child
 from pgpool.state import shm as S
 from pgpool.state import probe
-from pgpool.state.status_file import read_status_file, write_status_file
+from pgpool.state.status_file import discard_status_file, read_status_file, write_status_file
 
 FATAL_EXIT = 3
 WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1}
@@ -121,23 +127,29 @@ def _set_process_name(name: str) -> None:
 
 
 class AuxProcess:
-    """An auxiliary process the parent supervises (the PCP process; health checks later):
+    """An auxiliary process the parent supervises (PCP, sr_check_worker, health_check<N>):
     restarted with back-off when it dies unexpectedly, sent SIGHUP on reload and the shutdown
-    signal on shutdown."""
+    signal on shutdown.  A health check (`node` set) runs only while its node is not down."""
 
-    def __init__(self, name: str, entry):
+    def __init__(self, name: str, entry, node: int | None = None):
         self.name = name
         self.entry = entry             # entry(server) -> exit code, runs in the forked child
+        self.node = node
         self.pid = 0
         self.started = 0.0
         self.quick_deaths = 0
         self.restart_at: float | None = None
+        self.restart_requested = False  # we asked it to exit (SIGUSR1): restart it at once
 
     def backoff(self) -> float:
         """Seconds to wait before the next start: 0 after a long run, then doubling to 30 s."""
         if self.quick_deaths == 0:
             return 0.0
         return min(AUX_MAX_BACKOFF, 0.5 * 2 ** (self.quick_deaths - 1))
+
+
+def _health_check_available() -> bool:
+    return importlib.util.find_spec("pgpool.processes.health_check") is not None
 
 
 class Server:
@@ -154,6 +166,11 @@ class Server:
         self.aux = [AuxProcess("pcp_main", Server._run_pcp)]
         if cfg.clustering_mode == "streaming_replication":
             self.aux.append(AuxProcess("sr_check_worker", Server._run_sr_check))
+        if _health_check_available():
+            for b in cfg.backends:
+                self.aux.append(AuxProcess(f"health_check{b.node_id}",
+                                           lambda server, n=b.node_id: server._run_health_check(n),
+                                           node=b.node_id))
         self.hba = None
         self.pool_passwd = None
         self.children: dict[int, int] = {}        # pid -> worker index
@@ -161,6 +178,8 @@ class Server:
         self.fast_deaths = 0
         self.shutdown_mode = None
         self.pending_signals: list[int] = []
+        self.failover = Failover(self)
+        self._waiting_baseline: dict[int, set[int]] = {}   # node -> backend pids seen when it began waiting
         self._wakeup_r = self._wakeup_w = -1
 
     # ---- files read at start and on reload ---------------------------------------------
@@ -204,18 +223,17 @@ class Server:
 
     # ---- startup ---------------------------------------------------------------------------
 
+    def _status_path(self) -> str:
+        return os.path.join(self.cfg.logdir, "pgpool_status")
+
     def _init_backends(self) -> None:
         cfg = self.cfg
         shm = self.shm
-        status_path = os.path.join(cfg.logdir, "pgpool_status")
         saved = None
         if self.discard_status:
-            try:
-                os.unlink(status_path)
-            except FileNotFoundError:
-                pass
+            discard_status_file(self._status_path())
         else:
-            saved = read_status_file(status_path, len(cfg.backends))
+            saved = read_status_file(self._status_path(), len(cfg.backends))
         now = int(time.time())
         for b in cfg.backends:
             slot = shm.backends[b.node_id]
@@ -228,16 +246,17 @@ class Server:
         shm.bump()
 
     def _find_primary(self, wait: float) -> int:
-        """Node answering pg_is_in_recovery() = false, polled for up to `wait` seconds."""
+        """Node answering pg_is_in_recovery() = false, polled for up to `wait` seconds (at start,
+        before any worker exists; later searches run in probe processes, see pgpool.ha.failover)."""
         cfg = self.cfg
         deadline = time.monotonic() + wait
         while True:
             for b in cfg.backends:
                 if self.shm.backends[b.node_id].status == S.CON_DOWN:
                     continue
-                if "ALWAYS_PRIMARY" in b.flag:
+                if b.always_primary:
                     return b.node_id
-                r = probe.is_in_recovery(cfg, b.node_id, timeout=5.0)
+                r = probe.is_in_recovery(cfg, b.node_id, timeout=5.0, passwd=self.pool_passwd)
                 if r is False:
                     return b.node_id
             if time.monotonic() >= deadline:
@@ -251,20 +270,14 @@ class Server:
         shm.header.main_node_id = live[0] if live else -1
         if cfg.clustering_mode == "streaming_replication":
             primary = self._find_primary(wait=min(10, cfg.search_primary_node_timeout or 10))
-            shm.header.primary_node_id = primary
             if primary < 0:
                 log.log("LOG", "find_primary_node: primary node not found; writes will fail "
                                "until one is found")
             else:
                 log.log("LOG", f"find_primary_node: primary node is {primary}")
-            for b in cfg.backends:
-                shm.backends[b.node_id].role = S.ROLE_PRIMARY if b.node_id == primary \
-                    else S.ROLE_STANDBY
         else:
-            shm.header.primary_node_id = shm.header.main_node_id
-            for b in cfg.backends:
-                shm.backends[b.node_id].role = S.ROLE_MAIN \
-                    if b.node_id == shm.header.main_node_id else S.ROLE_REPLICA
+            primary = shm.header.main_node_id
+        self.assign_roles(primary)
         for b in cfg.backends:
             if shm.backends[b.node_id].status == S.CON_CONNECT_WAIT:
                 shm.backends[b.node_id].status = S.CON_UP
@@ -279,20 +292,32 @@ class Server:
         self.listeners = _create_listeners(cfg)
         self.pcp_listeners = _create_pcp_listeners(cfg)
         self._set_roles()
-        self._write_status()
+        self.write_status()
 
-    def _write_status(self) -> None:
+    def write_status(self) -> None:
+        """Rewrite pgpool_status (not when every node is down, as pgpool-II)."""
         cfg = self.cfg
         states = []
         for b in cfg.backends:
             st = self.shm.backends[b.node_id].status
             states.append("down" if st == S.CON_DOWN else "up")
         if states and all(s == "down" for s in states):
+            log.log("WARNING", "All the DB nodes are in down status and skip writing status file.")
             return
         try:
-            write_status_file(os.path.join(cfg.logdir, "pgpool_status"), states)
+            write_status_file(self._status_path(), states)
         except OSError as e:
-            log.log("WARNING", f"failed to write pgpool_status: {e}")
+            log.log("WARNING", f"failed to write status file at: \"{self._status_path()}\"",
+                    detail=e.strerror)
+
+    def assign_roles(self, primary: int) -> None:
+        """header.primary_node_id and every node's role from the primary (streaming replication)
+        or the main node (other modes)."""
+        streaming = self.cfg.clustering_mode == "streaming_replication"
+        self.shm.header.primary_node_id = primary
+        roles = (S.ROLE_PRIMARY, S.ROLE_STANDBY) if streaming else (S.ROLE_MAIN, S.ROLE_REPLICA)
+        for bc in self.cfg.backends:
+            self.shm.backends[bc.node_id].role = roles[0] if bc.node_id == primary else roles[1]
 
     # ---- workers ---------------------------------------------------------------------------
 
@@ -328,15 +353,17 @@ class Server:
                 return
             if pid == 0:
                 return
+            code = os.waitstatus_to_exitcode(status)
+            if self.failover.child_exited(pid, code):
+                continue
             aux = next((a for a in self.aux if a.pid == pid), None)
             if aux is not None:
-                self._aux_exited(aux, os.waitstatus_to_exitcode(status))
+                self._aux_exited(aux, code)
                 continue
             index = self.children.pop(pid, None)
             started = self.child_started.pop(pid, time.monotonic())
             if index is None:
                 continue
-            code = os.waitstatus_to_exitcode(status)
             if self.shutdown_mode is not None:
                 continue
             if code == FATAL_EXIT:
@@ -358,6 +385,50 @@ class Server:
                 self.fast_deaths = 0
             self._fork_worker(index)
 
+    def worker_pids(self) -> list[int]:
+        return list(self.children)
+
+    def workers_started_after(self, when: float) -> list[int]:
+        return [pid for pid, started in self.child_started.items() if started >= when]
+
+    def worker_slots(self) -> list[P.Worker]:
+        """Every worker with the pool slot of its session in progress (for restart decisions)."""
+        out = []
+        for pid, index in self.children.items():
+            p = self.shm.processes[index]
+            pool = p.current_pool if p.connected and 0 <= p.current_pool < self.shm.max_pool else -1
+            lb = p.pools[pool].load_balancing_node if pool >= 0 else -1
+            out.append(P.Worker(pid, pool, lb))
+        return out
+
+    def kill_workers(self, pids, sig: int) -> None:
+        for pid in pids:
+            if pid in self.children:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+
+    def _backend_pids(self, node: int) -> set[int]:
+        """PostgreSQL pids of the connections to `node` the workers have recorded (a pool slot
+        keeps the pid of its last connection to each node, even after it is closed)."""
+        return {pool.conns[node].pid for p in self.shm.processes for pool in p.pools
+                if pool.conns[node].pid}
+
+    def _mark_connected_nodes(self) -> None:
+        """A failed-back node shows "waiting" until a worker has connected to it, then "up":
+        a backend pid of that node that was not there when it started waiting."""
+        for b in self.cfg.backends:
+            node = b.node_id
+            if self.shm.backends[node].status != S.CON_CONNECT_WAIT:
+                self._waiting_baseline.pop(node, None)
+                continue
+            seen = self._backend_pids(node)
+            baseline = self._waiting_baseline.setdefault(node, seen)
+            if seen - baseline:
+                self.shm.set_backend(node, status=S.CON_UP, touch=False)
+                del self._waiting_baseline[node]
+
     # ---- auxiliary processes ---------------------------------------------------------------
 
     def _run_pcp(self) -> int:
@@ -372,11 +443,20 @@ class Server:
             ls.close()
         return main(self)
 
-    def _start_aux(self, aux: AuxProcess) -> None:
+    def _run_health_check(self, node: int) -> int:
+        from pgpool.processes.health_check import main
+        for ls in self.listeners + self.pcp_listeners:
+            ls.close()
+        return main(self, node)
+
+    def fork_helper(self, name: str, body, close_listeners: bool = True) -> int:
+        """Fork a helper process running body() -> exit code with default signal handling
+        (auxiliary processes, primary probes, the follow_child); its pid.  Auxiliary processes
+        close the listening sockets they do not serve themselves."""
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS | {signal.SIGUSR2})
         pid = os.fork()
         if pid == 0:
-            def body():
+            def child():
                 os.close(self._wakeup_r)
                 os.close(self._wakeup_w)
                 signal.set_wakeup_fd(-1)
@@ -385,11 +465,21 @@ class Server:
                 for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
                     signal.signal(sig, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-                _set_process_name(aux.name)
-                return aux.entry(self)
-            run_child(body, what=f"{aux.name} process")
+                if close_listeners:
+                    for ls in self.listeners + self.pcp_listeners:
+                        ls.close()
+                _set_process_name(name)
+                return body()
+            run_child(child, what=f"{name} process")
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        aux.pid, aux.started, aux.restart_at = pid, time.monotonic(), None
+        return pid
+
+    def _start_aux(self, aux: AuxProcess) -> None:
+        aux.pid = self.fork_helper(aux.name, lambda: aux.entry(self), close_listeners=False)
+        aux.started, aux.restart_at = time.monotonic(), None
+
+    def _node_down(self, node: int | None) -> bool:
+        return node is not None and self.shm.backends[node].status == S.CON_DOWN
 
     def _aux_exited(self, aux: AuxProcess, code: int) -> None:
         aux.pid = 0
@@ -399,10 +489,17 @@ class Server:
             log.log("FATAL", f"{aux.name} process could not start; shutting down")
             self.shutdown_mode = signal.SIGINT
             return
-        if time.monotonic() - aux.started < FAST_DEATH_SECONDS:
+        if aux.restart_requested:
+            aux.restart_requested = False
+            aux.quick_deaths = 0
+        elif time.monotonic() - aux.started < FAST_DEATH_SECONDS:
             aux.quick_deaths += 1
         else:
             aux.quick_deaths = 0
+        if self._node_down(aux.node):
+            log.log("LOG", f"{aux.name} process exited with status {code}; not restarted while "
+                           f"node {aux.node} is down")
+            return
         delay = aux.backoff()
         log.log("LOG", f"{aux.name} process exited with status {code}; restarting it"
                        + (f" in {delay:g} seconds" if delay else ""))
@@ -412,7 +509,10 @@ class Server:
         now = time.monotonic()
         for aux in self.aux:
             if aux.pid == 0 and aux.restart_at is not None and aux.restart_at <= now:
-                self._start_aux(aux)
+                if self._node_down(aux.node):
+                    aux.restart_at = None
+                else:
+                    self._start_aux(aux)
 
     def _aux_timeout(self, default: float) -> float:
         due = [a.restart_at for a in self.aux if a.pid == 0 and a.restart_at is not None]
@@ -426,78 +526,48 @@ class Server:
                 except OSError:
                     pass
 
-    # ---- node requests (failover lives in a later release: detach and restart workers) ---
+    def restart_sr_check(self) -> None:
+        """After a failover the sr_check_worker starts afresh (SIGUSR1, as pgpool-II)."""
+        for aux in self.aux:
+            if aux.name == "sr_check_worker" and aux.pid:
+                aux.restart_requested = True
+                try:
+                    os.kill(aux.pid, signal.SIGUSR1)
+                except OSError:
+                    pass
+
+    def start_health_checks(self) -> None:
+        """After a failback: start the health check of every node that is not down and has none
+        running."""
+        for aux in self.aux:
+            if aux.node is not None and aux.pid == 0 and not self._node_down(aux.node):
+                log.log("LOG", f"start health check process for host "
+                               f"{self.cfg.backends[aux.node].hostname}"
+                               f"({self.cfg.backends[aux.node].port})")
+                self._start_aux(aux)
+
+    # ---- node requests ----------------------------------------------------------------------
 
     def _handle_requests(self) -> None:
-        handlers = {S.REQ_NODE_DOWN: self._failover, S.REQ_NODE_UP: self._failback}
-        for kind, node, _flags, _who in self.shm.pop_requests():
-            if node < 0 or node >= len(self.cfg.backends) or kind not in handlers:
-                continue
-            handlers[kind](node)
-
-    def _live_nodes(self) -> list[int]:
-        return [b.node_id for b in self.cfg.backends
-                if self.shm.backends[b.node_id].status != S.CON_DOWN]
-
-    def _failover(self, node: int) -> None:
-        slot = self.shm.backends[node]
-        if slot.status == S.CON_DOWN:
+        h = self.shm.header
+        if h.req_head == h.req_tail:
             return
-        if "DISALLOW_TO_FAILOVER" in self.cfg.backends[node].flag:
-            log.log("LOG", f"node {node} failed but failover is disallowed for it")
-            return
-        live = [n for n in self._live_nodes() if n != node]
-        if not live:
-            log.log("LOG", f"node {node} failed but it is the last live node; not detaching it")
-            return
-        log.log("LOG", f"starting degeneration. shutdown host {self.cfg.backends[node].hostname}"
-                       f"({self.cfg.backends[node].port})")
-        self.shm.set_backend(node, status=S.CON_DOWN)
-        if self.shm.header.main_node_id == node:
-            self.shm.header.main_node_id = live[0]
-        if self.shm.header.primary_node_id == node:
-            self.shm.header.primary_node_id = -1
-        self.shm.bump()
-        self._write_status()
-        for pid in list(self.children):
-            try:
-                os.kill(pid, signal.SIGQUIT)
-            except OSError:
-                pass
-        log.log("LOG", f"failover: node {node} detached; workers restarted")
-
-    def _failback(self, node: int) -> None:
-        """pcp_attach_node: the node is up again; running workers see it in new sessions
-        (the generation bump), none is restarted."""
-        b = self.cfg.backends[node]
-        if self.shm.backends[node].status != S.CON_DOWN:
-            return              # attaching a node that is not down is a silent no-op
-        log.log("LOG", f"starting fail back. reconnect host {b.hostname}({b.port})")
-        self.shm.set_backend(node, status=S.CON_UP)
-        live = self._live_nodes()
-        self.shm.header.main_node_id = live[0]
-        if self.cfg.clustering_mode == "streaming_replication":
-            primary = self.shm.header.primary_node_id
-            self._assign_roles(primary if primary >= 0 else self._find_primary(wait=0))
-        else:
-            self._assign_roles(live[0])
-        self.shm.bump()
-        self._write_status()
-        log.log("LOG", f"failback done. reconnect host {b.hostname}({b.port})")
-
-    def _assign_roles(self, primary: int) -> None:
-        """Roles from the primary (streaming) or main node id (other modes)."""
-        streaming = self.cfg.clustering_mode == "streaming_replication"
-        if streaming:
-            self.shm.header.primary_node_id = primary
-        roles = (S.ROLE_PRIMARY, S.ROLE_STANDBY) if streaming else (S.ROLE_MAIN, S.ROLE_REPLICA)
-        for bc in self.cfg.backends:
-            self.shm.backends[bc.node_id].role = roles[0] if bc.node_id == primary else roles[1]
+        h.switching = 1        # before popping: a PCP waiter never sees an empty ring and no switching
+        self.failover.submit(self.shm.pop_requests())
 
     # ---- main loop -------------------------------------------------------------------------
 
     def _on_signal(self, signum, frame) -> None:
         self.pending_signals.append(signum)
+
+    def _loop_timeout(self) -> float:
+        timeout = self._aux_timeout(3.0)
+        ft = self.failover.timeout()
+        if ft is not None:
+            timeout = min(timeout, ft)
+        if any(self.shm.backends[b.node_id].status == S.CON_CONNECT_WAIT for b in self.cfg.backends):
+            timeout = min(timeout, 1.0)
+        return timeout
 
     def run(self) -> int:
         log.set_process("main")
@@ -512,12 +582,13 @@ class Server:
         for i in range(self.cfg.num_init_children):
             self._fork_worker(i)
         for aux in self.aux:
-            self._start_aux(aux)
+            if not self._node_down(aux.node):      # no health check for a node down at start
+                self._start_aux(aux)
         log.log("LOG", f"pgpool-II successfully started. version {self._version()}")
         next_primary_search = time.monotonic() + 5
         while self.shutdown_mode is None:
             try:
-                select.select([self._wakeup_r], [], [], self._aux_timeout(3.0))
+                select.select([self._wakeup_r], [], [], self._loop_timeout())
             except InterruptedError:
                 pass
             try:
@@ -531,25 +602,20 @@ class Server:
                     self.shutdown_mode = sig
                 elif sig == signal.SIGHUP:
                     self._reload()
-                elif sig == signal.SIGUSR1:
-                    self._handle_requests()
+                elif sig == signal.SIGUSR2:
+                    self.kill_workers(self.worker_pids(), signal.SIGUSR2)
             self._reap()
+            if self.shutdown_mode is not None:
+                break
             self._handle_requests()
-            if self.shutdown_mode is None:
-                self._restart_aux()
-            if (self.shutdown_mode is None and self.cfg.clustering_mode == "streaming_replication"
-                    and self.shm.header.primary_node_id < 0
+            self.failover.poll()
+            self._restart_aux()
+            self._mark_connected_nodes()
+            if (self.cfg.clustering_mode == "streaming_replication"
                     and time.monotonic() >= next_primary_search):
-                self._retry_primary_search()
+                self.failover.retry_primary_search()
                 next_primary_search = time.monotonic() + 5
         return self._shutdown()
-
-    def _retry_primary_search(self) -> None:
-        primary = self._find_primary(wait=0)
-        if primary >= 0:
-            log.log("LOG", f"find_primary_node: primary node is {primary}")
-            self._assign_roles(primary)
-            self.shm.bump()
 
     def _reload(self) -> None:
         log.log("LOG", "reload config files.")
@@ -568,6 +634,15 @@ class Server:
                 pass
         self._signal_aux(signal.SIGHUP)
 
+    def _signal_all(self, sig: int) -> None:
+        """Workers, auxiliary processes, and running commands / follow_child with their groups."""
+        for pid in list(self.children) + [a.pid for a in self.aux if a.pid]:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        self.failover.kill(sig)
+
     def _shutdown(self) -> int:
         mode = self.shutdown_mode
         name = {signal.SIGTERM: "smart", signal.SIGINT: "fast",
@@ -585,19 +660,18 @@ class Server:
                 os.unlink(path)
             except OSError:
                 pass
-        for pid in self._live_pids():
-            try:
-                os.kill(pid, mode)
-            except OSError:
-                pass
+        self.failover.stop()
+        self._signal_all(mode)
         deadline = None if mode == signal.SIGTERM else time.monotonic() + 10
+        # commands and the follow_child do not hold up a smart shutdown for long
+        helpers_deadline = time.monotonic() + 10
         while self._live_pids():
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid:
-                self._forget(pid)
+                self._forget(pid, os.waitstatus_to_exitcode(status))
                 continue
             sigs, self.pending_signals = self.pending_signals, []
             for sig in sigs:
@@ -607,34 +681,30 @@ class Server:
                     log.log("LOG", "received fast shutdown request" if sig == signal.SIGINT
                             else "received immediate shutdown request")
                     deadline = time.monotonic() + 10
-                    for p in self._live_pids():
-                        try:
-                            os.kill(p, sig)
-                        except OSError:
-                            pass
+                    self._signal_all(sig)
             if deadline is not None and time.monotonic() > deadline:
-                for p in self._live_pids():
-                    try:
-                        os.kill(p, signal.SIGKILL)
-                    except OSError:
-                        pass
+                self._signal_all(signal.SIGKILL)
                 deadline = time.monotonic() + 5
+            if helpers_deadline is not None and time.monotonic() > helpers_deadline:
+                self.failover.kill(signal.SIGKILL)
+                helpers_deadline = None
             try:
                 select.select([self._wakeup_r], [], [], 0.1)
                 while os.read(self._wakeup_r, 512):
                     pass
             except (BlockingIOError, InterruptedError):
                 pass
-        self._write_status()
+        self.write_status()
         log.log("LOG", "pgpool-II shut down")
         return 0
 
     def _live_pids(self) -> list[int]:
-        """Workers and auxiliary processes still running."""
-        return list(self.children) + [a.pid for a in self.aux if a.pid]
+        """Workers, auxiliary processes and failover helpers still running."""
+        return list(self.children) + [a.pid for a in self.aux if a.pid] + self.failover.pids()
 
-    def _forget(self, pid: int) -> None:
+    def _forget(self, pid: int, code: int) -> None:
         self.children.pop(pid, None)
+        self.failover.child_exited(pid, code)
         for aux in self.aux:
             if aux.pid == pid:
                 aux.pid = 0

@@ -20,6 +20,8 @@ from types import SimpleNamespace
 from pcp import protocol as P
 from pgpool import log
 from pgpool.config.files import PcpConfError, read_pcp_conf
+from pgpool.ha.plan import degenerate_refusal
+from pgpool.ha.requests import failover_settled, parent_alive, register, snapshot
 from pgpool.processes.child import run_child
 from pgpool.proxy import local
 from pgpool.state import probe
@@ -34,6 +36,8 @@ CLIENT_MIN_MESSAGES = ("debug5", "debug4", "debug3", "debug2", "debug1", "log", 
 # pcp_stop_pgpool modes -> the signal the parent gets
 SHUTDOWN_SIGNALS = {"s": signal.SIGTERM, "f": signal.SIGINT, "i": signal.SIGQUIT}
 GRACEFUL_POLL_SECONDS = 1.0
+FAILOVER_POLL_SECONDS = 0.1
+RECOVERY_DETACH, RECOVERY_PROMOTE = 2, 3        # shm.header.in_recovery (pgpool's InRecovery)
 
 
 class PcpError(Exception):
@@ -297,7 +301,8 @@ class PcpChild:
         pg_status = probe.pg_status(cfg, node)
         return P.NodeInfo(bc.hostname, bc.port, slot.status, slot.quarantine, pg_status,
                           P.RAND_MAX * slot.weight / total, ROLE_CODES[role],
-                          probe.pg_role(cfg, node, role, pg_status), slot.standby_delay,
+                          probe.pg_role(cfg, node, role, pg_status, self.server.pool_passwd),
+                          slot.standby_delay,
                           slot.replication_state.decode(), slot.replication_sync_state.decode(),
                           slot.status_changed_time)
 
@@ -318,14 +323,8 @@ class PcpChild:
         if node == count:
             raise error("informing health check stats info failed",
                         f"stats data for node ID {node} does not exist")
-        ctx = self._context()
-        bc, slot = self.cfg.backends[node], self.shm.backends[node]
-        # no health-check process yet: counters stay zero and no check ever happened
-        stats = P.HealthCheckStats(str(node), bc.hostname, str(bc.port), local._status_name(slot),
-                                   local._role_name(ctx, node), local._ts(slot.status_changed_time),
-                                   "0", "0", "0", "0", "0", "0.000000", "0", "0", "0", "0.000000",
-                                   "", "", "", "")
-        self.sock.sendall(P.encode_health_check_stats(stats))
+        row = local.show_pool_health_check_stats(self._context()).rows[node]
+        self.sock.sendall(P.encode_health_check_stats(P.HealthCheckStats(*row)))
 
     def _worker_pids(self) -> list[int]:
         return [p.pid for p in self.shm.processes if p.pid]
@@ -363,94 +362,124 @@ class PcpChild:
         except OSError:
             return False
 
-    def _request(self, kind: int, node: int) -> None:
-        """Queue a node request for the parent and wake it (pgpool's register_node_operation_request)."""
-        if not self.shm.push_request(kind, node, 0, os.getpid()):
-            log.log("LOG", "failed to register the node operation request: the request queue is full")
-            return
-        self._signal_parent(signal.SIGUSR1)
-
     def _detach_node(self, payload: bytes, graceful: bool = False) -> None:
         node = P.decode_request(b"D", payload)
         log.log("DEBUG1", "PCP: processing detach node", detail=f"detaching Node ID {node}")
-        if not self._degenerate_check(node):
-            self.sock.sendall(P.encode_command_complete(b"d"))
-            return
-        if graceful:
-            self._wait_sessions_closed()
-        self._request(S.REQ_NODE_DOWN, node)
-        if graceful:
-            self._wait_node_status(node, S.CON_DOWN)
+        self._detach(node, graceful, switchover=False)
         self.sock.sendall(P.encode_command_complete(b"d"))
-
-    def _degenerate_check(self, node: int) -> bool:
-        """pgpool's test of a detach request (ERROR when refused); False = nothing to do.
-
-        As pgpool-II 4.3.5 does, an id past the configured backends is accepted and ignored."""
-        if not 0 <= node < S.MAX_BACKENDS:
-            raise error(f"invalid degenerate backend request, node id: {node} is out of range. "
-                        f"node id must be between [0 and {S.MAX_BACKENDS}]")
-        if node >= len(self.cfg.backends):
-            return False
-        slot = self.shm.backends[node]
-        if slot.status not in (S.CON_UP, S.CON_CONNECT_WAIT) and not slot.quarantine:
-            raise error(f"invalid degenerate backend request, node id : {node} status: [{slot.status}] "
-                        "is not valid for failover")
-        if "DISALLOW_TO_FAILOVER" in self.cfg.backends[node].flag:
-            raise error(f"degenerate backend request for node_id: {node} from pid [{os.getpid()}] is "
-                        "canceled because failover is disallowed on the node")
-        log.log("LOG", f"received degenerate backend request for node_id: {node} from pid [{os.getpid()}]")
-        return True
-
-    def _wait_sessions_closed(self) -> None:
-        deadline = time.monotonic() + max(0, self.cfg.recovery_timeout)
-        while self.shm.connected_clients() and time.monotonic() < deadline:
-            time.sleep(GRACEFUL_POLL_SECONDS)
-
-    def _wait_node_status(self, node: int, status: int) -> None:
-        deadline = time.monotonic() + max(10, self.cfg.recovery_timeout)
-        while self.shm.backends[node].status != status and time.monotonic() < deadline:
-            time.sleep(0.1)
 
     def _detach_node_gracefully(self, payload: bytes) -> None:
         self._detach_node(payload, graceful=True)
+
+    def _detach(self, node: int, graceful: bool, switchover: bool) -> None:
+        """pgpool's pool_detach_node.  Graceful: wait until no client is connected (up to
+        recovery_timeout; nothing is detached when they do not leave) and until the parent has
+        finished.  A switchover (promote -s: detach the primary, failover_command promotes
+        `node`) also returns only when the parent has finished."""
+        self._degenerate_check(node)
+        flags = S.REQ_FLAG_PCP | (S.REQ_FLAG_SWITCHOVER if switchover else 0)
+        if not graceful:
+            self._register(S.REQ_NODE_DOWN, node, flags, wait=switchover)
+            return
+        self.shm.header.in_recovery = RECOVERY_DETACH
+        try:
+            if self._wait_sessions_closed():
+                self._register(S.REQ_NODE_DOWN, node, flags | S.REQ_FLAG_GRACEFUL, wait=True)
+        finally:
+            self.shm.header.in_recovery = 0
+
+    def _degenerate_check(self, node: int) -> None:
+        """pgpool's test of a detach request: ERROR when refused.  As pgpool-II 4.3.5 does, an
+        id past the configured backends (below 128) passes here; the parent then detaches nothing."""
+        if len(self.cfg.backends) <= node < S.MAX_BACKENDS:
+            return
+        refusal = degenerate_refusal(snapshot(self.shm, self.cfg), node, os.getpid())
+        if refusal:
+            raise error(refusal)
+
+    def _register(self, kind: int, node: int, flags: int, wait: bool) -> None:
+        what = {S.REQ_NODE_DOWN: "degenerate backend", S.REQ_NODE_UP: "failback",
+                S.REQ_PROMOTE: "promote backend"}[kind]
+        log.log("LOG", f"received {what} request for node_id: {node} from pid [{os.getpid()}]")
+        before = self.shm.header.failover_count
+        if register(self.shm, kind, node, flags) and wait:
+            self._wait_failover_done(before)
+
+    def _wait_sessions_closed(self) -> bool:
+        """pgpool's wait_connection_closed: True once no client is connected, False after
+        recovery_timeout seconds."""
+        deadline = time.monotonic() + max(0, self.cfg.recovery_timeout)
+        while self.shm.connected_clients():
+            if time.monotonic() >= deadline:
+                log.log("LOG", "wait_connection_closed: existing connections did not close in "
+                               f"{self.cfg.recovery_timeout} sec.")
+                return False
+            time.sleep(GRACEFUL_POLL_SECONDS)
+        return True
+
+    def _wait_failover_done(self, before: int) -> None:
+        """Until the parent has finished what was queued (it bumps failover_count per request)."""
+        while not failover_settled(self.shm, before) and parent_alive(self.shm):
+            time.sleep(FAILOVER_POLL_SECONDS)
 
     def _attach_node(self, payload: bytes) -> None:
         node = P.decode_request(b"C", payload)
         log.log("DEBUG1", "PCP: processing attach node", detail=f"attaching Node ID {node}")
         if not 0 <= node < S.MAX_BACKENDS:
-            log.log("LOG", f"invalid failback request, node id: {node} is invalid. node id must be "
-                           f"between [0 and {S.MAX_BACKENDS}]")
-        else:
-            self._request(S.REQ_NODE_UP, node)
+            raise error(f"invalid failback request, node id: {node} is out of range. node id must be "
+                        f"between [0 and {S.MAX_BACKENDS}]")
+        self._register(S.REQ_NODE_UP, node, S.REQ_FLAG_PCP, wait=False)
         self.sock.sendall(P.encode_command_complete(b"c"))
 
-    def _promote_node(self, payload: bytes) -> None:
-        node, _option = P.decode_request(b"J", payload)
+    def _promote_node(self, payload: bytes, graceful: bool = False) -> None:
+        node, option = P.decode_request(b"J", payload)
         if not 0 <= node < len(self.cfg.backends):
             raise error("could not process promote request", f"node id {node} is not valid")
         if self.cfg.clustering_mode != "streaming_replication":
-            raise fatal("invalid promote request",
+            raise fatal("invalid pgpool mode for process promote request",
                         f"not in streaming replication mode, can't promote node id {node}")
-        if node == self.shm.header.primary_node_id:
+        primary = self.shm.header.primary_node_id
+        if node == primary:
             raise fatal("invalid promote request",
                         f"specified node is already primary node, can't promote node id {node}")
-        raise error("could not process promote request", "promoting a node is not supported yet")
+        log.log("LOG", f"pcp_promote_node: promote option: {option}")
+        if option == "s":
+            log.log("DEBUG1", "PCP: processing promote node",
+                    detail=f"promoting Node ID {node} and shutdown primary node {primary}")
+            self._detach(node, graceful, switchover=True)
+        else:
+            log.log("DEBUG1", "PCP: processing promote node", detail=f"promoting Node ID {node}")
+            self._promote(node, graceful)
+        self.sock.sendall(P.encode_command_complete(b"d"))
+
+    def _promote_node_gracefully(self, payload: bytes) -> None:
+        self._promote_node(payload, graceful=True)
+
+    def _promote(self, node: int, graceful: bool) -> None:
+        """pgpool's pool_promote_node: relabel `node` as the primary (PostgreSQL is not promoted)."""
+        status = self.shm.backends[node].status
+        if status not in (S.CON_UP, S.CON_CONNECT_WAIT):
+            log.log("LOG", f"invalid promote backend request, node id : {node} status: [{status}] not valid")
+            return
+        if not graceful:
+            self._register(S.REQ_PROMOTE, node, S.REQ_FLAG_PCP, wait=False)
+            return
+        self.shm.header.in_recovery = RECOVERY_PROMOTE
+        try:
+            if self._wait_sessions_closed():
+                self._register(S.REQ_PROMOTE, node, S.REQ_FLAG_PCP | S.REQ_FLAG_GRACEFUL, wait=True)
+        finally:
+            self.shm.header.in_recovery = 0
 
     def _recovery_node(self, payload: bytes) -> None:
+        """pcp_recovery_node: the whole online recovery runs here; the reply comes at the end."""
+        from pgpool.ha import recovery
         node = P.decode_request(b"O", payload)
-        if not 0 <= node < len(self.cfg.backends):
-            raise error("process recovery request failed", f"node id {node} is not valid")
-        mode = self.cfg.clustering_mode
-        if mode == "streaming_replication" and node == self.shm.header.primary_node_id:
-            raise error("process recovery request failed",
-                        "primary server cannot be recovered by online recovery.")
-        if mode not in ("streaming_replication", "native_replication", "snapshot_isolation"):
-            raise error("process recovery request failed",
-                        "recovery request is only allowed in replication and streaming replication modes.")
-        if self.shm.backends[node].status != S.CON_DOWN:
-            raise error(f"node recovery failed, node id: {node} is alive")
-        raise error("process recovery request failed", "online recovery is not supported yet")
+        try:
+            recovery.recover_node(self.cfg, self.shm, node, self.server.pool_passwd)
+        except recovery.RecoveryError as e:
+            raise PcpError(e.severity, e.message, e.detail) from None
+        self.sock.sendall(P.encode_command_complete(b"c"))
 
     # ---- server control -----------------------------------------------------------------------
 
@@ -502,7 +531,7 @@ HANDLERS = {
     b"d": PcpChild._detach_node_gracefully,
     b"C": PcpChild._attach_node,
     b"J": PcpChild._promote_node,
-    b"j": PcpChild._promote_node,
+    b"j": PcpChild._promote_node_gracefully,
     b"O": PcpChild._recovery_node,
     b"Z": PcpChild._reload_config,
     b"T": PcpChild._stop_pgpool,

@@ -1,8 +1,13 @@
 """A preforked worker: accepts one client at a time on the shared sockets and runs its session.
 
 Signals only set flags (or end an idle worker at once): SIGTERM = exit when the current session
-ends, SIGINT / SIGQUIT = exit now, SIGHUP = reload the configuration before the next client,
-SIGUSR1 = close idle pooled backend connections.
+ends, SIGINT / SIGQUIT = exit now (a failover restarts workers this way), SIGHUP = reload the
+configuration before the next client, SIGUSR1 = close idle pooled backend connections, SIGUSR2 =
+wake up (online recovery's 2nd stage, during which no client is accepted, ended).
+
+A backend failure seen by a session goes to `backend_failed`, which may ask the parent to detach
+the node; before a new session, pooled connections that no longer match the usable nodes are
+closed.
 """
 
 import os
@@ -12,14 +17,21 @@ import socket
 import time
 
 from pgpool import log
+from pgpool.ha.plan import VALID_STATUSES, degenerate_refusal
+from pgpool.ha.requests import register, snapshot
 from pgpool.proxy.catalog import CatalogCache
 from pgpool.proxy.pool import ConnectionPool
 from pgpool.proxy.session import Session, Stats
+from pgpool.state import probe
 from pgpool.state import shm as S
 from pgpool.state.view import build_view
 
 EXIT_RESTART = 1
 EXIT_FATAL = 3
+PING_TIMEOUT_MS = 10000
+RECOVERY_ONLINE = 1             # shm.header.in_recovery during online recovery's 2nd stage
+RECOVERY_POLL_SECONDS = 1.0
+FAILOVER_POLL_SECONDS = 0.05
 
 
 class Worker:
@@ -35,6 +47,7 @@ class Worker:
         self.catalog = CatalogCache(self.cfg)
         self._view = None
         self._view_gen = -1
+        self._pool_gen = -1
         self.in_session = False
         self.stop_after_session = False
         self.reload_requested = False
@@ -49,16 +62,28 @@ class Worker:
             self._view_gen = gen
         return self._view
 
-    def backend_failed(self, node: int, message: str) -> None:
-        """A backend connection failed: log it and, per failover_on_backend_error, ask the
-        parent to detach the node."""
+    def backend_failed(self, node: int, message: str, shutdown: bool = False) -> None:
+        """A backend connection failed (`shutdown`: the backend sent 57P01 / 57P02): log it and,
+        per failover_on_backend_error / failover_on_backend_shutdown, ask the parent to detach
+        the node -- unless the node still accepts connections (the session's own backend went
+        away, e.g. pg_terminate_backend()), which is not a node failure."""
         log.log("LOG", f"backend node {node} failed", message)
-        if self.cfg.failover_on_backend_error and self.shm.backends[node].status == S.CON_UP:
-            self.shm.push_request(S.REQ_NODE_DOWN, node, 0, os.getpid())
-            try:
-                os.kill(self.shm.header.parent_pid, signal.SIGUSR1)
-            except OSError:
-                pass
+        cfg = self.cfg
+        if not (cfg.failover_on_backend_shutdown if shutdown else cfg.failover_on_backend_error):
+            return
+        if node >= len(cfg.backends) or self.shm.backends[node].status not in VALID_STATUSES:
+            return
+        refusal = degenerate_refusal(snapshot(self.shm, cfg), node, os.getpid())
+        if refusal:
+            log.log("LOG", refusal)
+            return
+        b = cfg.backends[node]
+        if probe.ping(b.hostname, b.port, (cfg.connect_timeout or PING_TIMEOUT_MS) / 1000.0):
+            log.log("LOG", f"backend node {node} still accepts connections: not failing over")
+            return
+        log.log("LOG", f"received degenerate backend request for node_id: {node} from pid [{os.getpid()}]")
+        flags = S.REQ_FLAG_BACKEND_ERROR | (S.REQ_FLAG_SHUTDOWN if shutdown else 0)
+        register(self.shm, S.REQ_NODE_DOWN, node, flags)
 
     # ---- signals -------------------------------------------------------------------------
 
@@ -89,7 +114,7 @@ class Worker:
         signal.signal(signal.SIGQUIT, self._on_now)
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGUSR1, self._on_usr1)
-        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR2, lambda signum, frame: None)    # wake up (end of recovery)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self._wake_r, wake_w = os.pipe()
@@ -125,6 +150,12 @@ class Worker:
             if self.close_idle_requested:
                 self.close_idle_requested = False
                 self.pool.close_all()
+            if self.shm.header.in_recovery == RECOVERY_ONLINE:
+                self._wait_recovery(RECOVERY_POLL_SECONDS)
+                continue
+            if self._awaiting_primary():
+                self._wait_recovery(FAILOVER_POLL_SECONDS)
+                continue
             cfg = self.cfg
             timeout = None
             now = time.monotonic()
@@ -146,11 +177,7 @@ class Worker:
             if slot.need_to_restart:
                 return 0
             if any(fd == self._wake_r for fd, _ in events):
-                try:
-                    while os.read(self._wake_r, 512):
-                        pass
-                except BlockingIOError:
-                    pass
+                self._drain_wakeups()
                 continue          # act on the signal's flag first; a pending client stays queued
             for fd, _ev in events:
                 try:
@@ -171,7 +198,47 @@ class Worker:
                     return 0
                 break
 
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _awaiting_primary(self) -> bool:
+        """A failover of the primary is running (streaming mode): new clients wait in the
+        listen queue until the new primary is known, as with pgpool-II (whose children are
+        re-forked only then), instead of having writes sent to a standby meanwhile."""
+        h = self.shm.header
+        if not h.switching or self.cfg.clustering_mode != "streaming_replication":
+            return False
+        p = h.primary_node_id
+        return p < 0 or self.shm.backends[p].status == S.CON_DOWN
+
+    def _wait_recovery(self, seconds: float) -> None:
+        """Online recovery's 2nd stage or a primary failover: accept nobody until it ends (the
+        parent forwards SIGUSR2 when recovery ends; a failover is polled)."""
+        try:
+            select.select([self._wake_r], [], [], seconds)
+        except InterruptedError:
+            pass
+        self._drain_wakeups()
+
+    def _drop_stale_slots(self) -> None:
+        """Pooled connections must match the nodes a new session uses: a slot holding a
+        connection to a node that went down, or lacking one to a node attached since, is closed
+        (pgpool-II restarts its children for that)."""
+        view = self.current_view()
+        if view.generation == self._pool_gen:
+            return
+        self._pool_gen = view.generation
+        targets = {view.main_node_id} if view.clustering_mode == "raw" else set(view.usable_ids)
+        for i, ps in enumerate(self.pool.slots):
+            if ps is not None and set(ps.conns) != targets:
+                self.pool.discard(i)
+
     def _serve(self, sock: socket.socket, addr) -> None:
+        self._drop_stale_slots()
         sock.setblocking(True)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -3,6 +3,7 @@
 import socket
 
 from pgpool.auth import exchange
+from pgpool.auth.pool_passwd import config_user_password
 from pgpool.protocol import messages as m
 from pgpool.proxy.backend import BackendConn, BackendError, open_socket, read_startup_reply
 
@@ -11,15 +12,17 @@ def _hc(cfg, node: int) -> dict:
     return cfg.backends[node].health_check
 
 
-def ping(host: str, port: int, timeout: float) -> bool:
-    """True if the server answers a startup packet (as PQping: any answer but "starting up")."""
+def ping(host: str, port: int, timeout: float, user: str = "postgres",
+         database: str = "postgres") -> bool:
+    """True if the server answers a startup packet (as PQping: any answer but "starting up").
+    The packet names a real user (pgpool's health_check_user) so the server logs no error."""
     try:
         s = open_socket(host, port, timeout)
     except OSError:
         return False
     try:
         s.settimeout(timeout)
-        s.sendall(m.startup_message({"user": "pgpool_ping", "database": "postgres"}))
+        s.sendall(m.startup_message({"user": user or "postgres", "database": database or "postgres"}))
         data = s.recv(4096)
         if not data:
             return False
@@ -39,7 +42,8 @@ def pg_status(cfg, node: int) -> str:
         return "unknown"
     b = cfg.backends[node]
     timeout = (hc.get("connect_timeout") or 10000) / 1000.0
-    return "up" if ping(b.hostname, b.port, timeout) else "down"
+    return "up" if ping(b.hostname, b.port, timeout, hc.get("user"), hc.get("database")) \
+        else "down"
 
 
 def connect_as(cfg, node: int, user: str, password: str | None, database: str,
@@ -59,11 +63,12 @@ def connect_as(cfg, node: int, user: str, password: str | None, database: str,
     return conn
 
 
-def is_in_recovery(cfg, node: int, timeout: float = 10.0) -> bool | None:
-    """pg_is_in_recovery() on a node as sr_check_user; None if it cannot be asked."""
+def is_in_recovery(cfg, node: int, timeout: float = 10.0, passwd=None) -> bool | None:
+    """pg_is_in_recovery() on a node as sr_check_user (password from the setting, else from
+    pool_passwd `passwd`, as pgpool-II does); None if it cannot be asked."""
+    password = config_user_password(cfg.sr_check_user, cfg.sr_check_password, passwd)
     try:
-        conn = connect_as(cfg, node, cfg.sr_check_user, cfg.sr_check_password,
-                          cfg.sr_check_database, timeout)
+        conn = connect_as(cfg, node, cfg.sr_check_user, password, cfg.sr_check_database, timeout)
     except (OSError, EOFError, BackendError):
         return None
     try:
@@ -77,12 +82,12 @@ def is_in_recovery(cfg, node: int, timeout: float = 10.0) -> bool | None:
         conn.close()
 
 
-def pg_role(cfg, node: int, role: str, status: str) -> str:
+def pg_role(cfg, node: int, role: str, status: str, passwd=None) -> str:
     if cfg.clustering_mode != "streaming_replication":
         return role
     if cfg.sr_check_period == 0 or status != "up":
         return "unknown"
-    r = is_in_recovery(cfg, node)
+    r = is_in_recovery(cfg, node, passwd=passwd)
     if r is None:
         return "unknown"
     return "standby" if r else "primary"

@@ -70,8 +70,8 @@ class PgpoolProcess:
         self.pcp_user, self.pcp_password = pcp_user, pcp_password
         self.pool_hba, self.pool_passwd = pool_hba, pool_passwd
         self.extra_args, self.command, self.extra_env = tuple(extra_args), tuple(command), env or {}
-        # Our PCP server arrives with the high-availability work; until then only pgpool-II has one.
-        self.wait_for_pcp = self.command == REAL_PGPOOL
+        # Both servers answer PCP: wait for its port too, so a test can use pcp_* at once.
+        self.wait_for_pcp = True
         self.port, self.pcp_port = free_ports(2)
         self.host = "127.0.0.1"
         self.settings = self._settings(overrides or {})

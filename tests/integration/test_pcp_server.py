@@ -187,9 +187,9 @@ def test_promote_and_recovery_are_refused(ours, real):
     r = run(ours, "pcp_promote_node", "-n", "0", real=real)
     assert r.stderr == ("FATAL:  invalid promote request\n"
                         "DETAIL:  specified node is already primary node, can't promote node id 0\n\n")
-    r = run(ours, "pcp_promote_node", "-n", "1", real=real)
+    r = run(ours, "pcp_promote_node", "-n", "5", real=real)
     assert r.stderr == ("ERROR:  could not process promote request\n"
-                        "DETAIL:  promoting a node is not supported yet\n\n")
+                        "DETAIL:  node id 5 is not valid\n\n")
     r = run(ours, "pcp_recovery_node", "-n", "1", real=real)
     assert r.stderr == "ERROR:  node recovery failed, node id: 1 is alive\n\n"
 

@@ -29,7 +29,7 @@ needs_real_pgpool = pytest.mark.skipif(not Path(REAL_PGPOOL[0]).exists(), reason
 POOLED_DATABASES = ("srvtest_a", "srvtest_b")
 # Processes the parent forks besides the num_init_children workers (PCP, health check... later).
 EXTRA_CHILD_PROCESSES = 0
-AUX_PROCESS_NAMES = {"pcp_main", "sr_check_worker"}
+AUX_PROCESS_NAMES = {"pcp_main", "sr_check_worker", "primary_probe", "follow_child"}
 PREFIX_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d: pid (\d+): ([A-Z0-9]+):  (.*)$")
 
 
@@ -61,7 +61,8 @@ def child_pids(pid: int) -> set[int]:
     PCP process, named by the kernel after their role, are left out)."""
     try:
         return {c.pid for c in psutil.Process(pid).children()
-                if live(c.pid) and _name(c) not in AUX_PROCESS_NAMES}
+                if live(c.pid) and _name(c) not in AUX_PROCESS_NAMES
+                and not _name(c).startswith("health_check")}
     except psutil.NoSuchProcess:
         return set()
 

@@ -103,8 +103,8 @@ def test_password_method_wrong_password(stored):
         "28P01", "clear text authentication failed", "password does not match")
 
 
-def test_password_method_aes():
-    with pytest.raises(AuthError, match="AES encrypted passwords are not supported yet"):
+def test_password_method_aes_without_key():
+    with pytest.raises(AuthError, match="unable to decrypt password from pool_passwd"):
         authenticate_frontend(scripted(cstr("x")), "password", "alice", "db", "AESxxxx")
 
 
@@ -147,10 +147,10 @@ def test_unusable_pool_passwd_entry(method, stored, detail):
 
 
 @pytest.mark.parametrize("method", ["md5", "scram-sha-256"])
-def test_aes_entry(method):
-    with pytest.raises(AuthError, match="AES encrypted passwords are not supported yet") as info:
+def test_aes_entry_that_does_not_decrypt(method):
+    with pytest.raises(AuthError, match="unable to decrypt password from pool_passwd") as info:
         authenticate_frontend(scripted(), method, "alice", "db", "AESxxxx")
-    assert info.value.sqlstate == "0A000"
+    assert (info.value.sqlstate, info.value.hint) == ("28P01", "verify the valid pool_key exists")
 
 
 def test_scram_exchange_messages():
@@ -309,7 +309,7 @@ def test_backend_md5(password):
     (auth_request(5, SALT), None, "md5 authentication needs a password"),
     (auth_request(10, b"SCRAM-SHA-256\0\0"), MD5_ALICE, "needs the plain text password"),
     (auth_request(10, b"SCRAM-SHA-256-PLUS\0\0"), "secret", "none of the server's SASL"),
-    (auth_request(3), "AESxyz", "AES encrypted passwords are not supported yet"),
+    (auth_request(3), "AESxyz", "unable to decrypt password from pool_passwd"),
     (auth_request(7), "secret", "unsupported auth kind received from backend: authkind:7"),
     (message(b"Z", b"I"), "secret", "backend response with kind 'Z' when expecting 'R'"),
 ])
