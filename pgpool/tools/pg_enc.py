@@ -19,7 +19,8 @@ import termios
 from pgpool import POOL_CODENAME, POOL_VERSION
 from pgpool.auth import aes
 from pgpool.auth.pool_passwd import update_entry
-from pgpool.tools.pg_md5 import DEFAULT_CONFIG_FILE, Exit, _getopt_message, pool_passwd_path
+from pgpool.tools.pg_md5 import (DEFAULT_CONFIG_FILE, Exit, _getopt_message, pool_passwd_path,
+                                  run_tool)
 
 MAX_USER_NAME_LEN = 128
 MAX_PGPASS_LEN = 128
@@ -215,13 +216,7 @@ def run(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(sys.argv if argv is None else argv)
-    except Exit as done:
-        sys.stdout.flush()
-        return done.status
-    sys.stdout.flush()
-    return 0
+    return run_tool(run, argv)
 
 
 if __name__ == "__main__":

@@ -198,14 +198,20 @@ def run(argv: list[str]) -> None:
         sys.stdout.write(md5_hex(password) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_tool(run_argv, argv: list[str] | None) -> int:
+    """Run a tool's `run(argv)` and turn its Exit into the process exit status (shared by
+    pg_md5 and pg_enc)."""
     try:
-        run(sys.argv if argv is None else argv)
+        run_argv(sys.argv if argv is None else argv)
     except Exit as done:
         sys.stdout.flush()
         return done.status
     sys.stdout.flush()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(run, argv)
 
 
 if __name__ == "__main__":
