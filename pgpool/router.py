@@ -4,11 +4,17 @@ Pure logic, following pgpool-II 4.3's pool_where_to_send() / select_load_balanci
 raw mode sends everything to the main node; streaming (and logical / slony) replication sends
 writes and anything not positively known to be a read to the primary, transaction control and
 most SET to the primary plus the session's load-balance node, and reads to the load-balance node
-when the session's transaction state and the statement allow it.
+when the session's transaction state and the statement allow it. Every decision names the rule
+that made it (RouteDecision.reason, an id of RULES); a rule's index in RULES is stable and below
+64 (per-worker counters in shared memory, SHOW pool_routing).
+
+Catalog questions (function volatility, temporary and unlogged tables) are asked through a
+Catalog object (pgpool.proxy.catalog binds one per session); a question it cannot answer now
+(None) routes to the primary.
 
 Deliberate differences from 4.3.5 (documented behaviour kept, bugs not):
-- A read after the delay-threshold re-election is still checked for system catalogs, patterns and
-  writing functions (4.3.5 skips those checks in that branch).
+- A read after the delay-threshold re-election is still checked for system catalogs, temporary
+  and unlogged tables, patterns and writing functions (4.3.5 skips those checks in that branch).
 - `BEGIN ... ISOLATION LEVEL SERIALIZABLE` makes the transaction serializable for routing, and
   `SET SESSION CHARACTERISTICS ... SERIALIZABLE` / `default_transaction_isolation` persists across
   transactions (4.3.5 forgets it at the next BEGIN).
@@ -16,7 +22,18 @@ Deliberate differences from 4.3.5 (documented behaviour kept, bugs not):
   write; a multi-statement query that wrote marks its transaction as writing. SAVEPOINT /
   RELEASE do not mark the transaction as writing, and ROLLBACK TO SAVEPOINT does not clear the
   mark (4.3.5 does both, the second losing earlier writes of the transaction).
-- `disable_load_balance_on_write = dml_adaptive` currently behaves as `transaction` (safe).
+- EXPLAIN of a query and EXPLAIN ANALYZE of a read are load balanced, as the manual says (4.3.5's
+  send_to_where() sends every EXPLAIN to the primary).
+- check_temp_table = trace: DROP TABLE forgets only the tables it names (4.3.5 forgets every
+  tracked one), ROLLBACK restores tables dropped in the transaction (4.3.5 forgets them), ON
+  COMMIT DROP and CREATE TEMP TABLE ... AS / SELECT INTO TEMP are tracked too.
+- check_temp_table = catalog asks about this session's own temporary relations
+  (pg_my_temp_schema(); 4.3.5 matches any session's), and only once the session ran something
+  that can create one (or when reset_query_list keeps temporary tables of pooled connections).
+- dml_adaptive_object_relationship_list: every entry of an object applies, transitively
+  (4.3.5 uses the first entry only, one level deep).
+- PREPARE TRANSACTION in a transaction that began on a standby too ends the standby's read-only
+  transaction with the same statement that carries it (pgpool-II sends COMMIT afterwards).
 """
 from __future__ import annotations
 
@@ -29,8 +46,8 @@ from typing import Callable, Protocol
 from pgpool.sql.classify import StatementFacts
 
 __all__ = [
-    "NodeView", "ClusterView", "RouteDecision", "SessionRouteState", "NoUsableNode",
-    "choose_load_balance_node", "route",
+    "NodeView", "ClusterView", "RouteDecision", "SessionRouteState", "NoUsableNode", "Catalog",
+    "Rule", "RULES", "RULE_INDEX", "choose_load_balance_node", "route",
 ]
 
 _SL_MODES = frozenset(("streaming_replication", "logical_replication", "slony"))
@@ -44,6 +61,82 @@ class NoUsableNode(Exception):
 
 class _Random(Protocol):
     def random(self) -> float: ...
+
+
+class Catalog(Protocol):
+    """Catalog answers for one session; None = cannot tell now."""
+    def is_volatile(self, function: str) -> bool | None: ...
+    def is_temp(self, relation: str) -> bool | None: ...
+    def is_unlogged(self, relation: str) -> bool | None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules: append only (the index is a shared-memory counter slot and must stay stable)
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One routing rule: its id (RouteDecision.reason), where it sends and what it means."""
+    id: str
+    target: str
+    description: str
+
+
+_P, _LB, _BOTH = "primary", "load balance node", "primary + load balance node"
+
+RULES: tuple[Rule, ...] = (
+    Rule("raw_mode", "main node", "raw mode: every statement goes to the main node"),
+    Rule("multi_statement", _P, "a query string with several statements"),
+    Rule("unparsable", _P, "a statement the parser does not understand"),
+    Rule("write", _P, "not a read: DML, DDL, SELECT INTO / FOR UPDATE / FOR SHARE, writing WITH, "
+                      "COPY FROM, COPY TO a file, EXPLAIN ANALYZE of a write, LISTEN, VACUUM, ..."),
+    Rule("lock", _P, "LOCK in ROW EXCLUSIVE mode or stronger"),
+    Rule("lock_share", _BOTH, "LOCK weaker than ROW EXCLUSIVE"),
+    Rule("two_phase_commit", _P, "PREPARE TRANSACTION, COMMIT PREPARED, ROLLBACK PREPARED "
+                                 "(a standby's open transaction is committed alongside)"),
+    Rule("transaction_control", _BOTH, "BEGIN, START, COMMIT, ROLLBACK, SAVEPOINT, RELEASE "
+                                       "(BEGIN READ WRITE / SERIALIZABLE as plain BEGIN on "
+                                       "standbys)"),
+    Rule("set", _BOTH, "SET, RESET"),
+    Rule("set_primary", _P, "SET transaction_read_only = off, SET TRANSACTION READ WRITE, "
+                            "SERIALIZABLE isolation"),
+    Rule("discard", _BOTH, "DISCARD"),
+    Rule("prepare", _P, "SQL PREPARE (EXECUTE follows it)"),
+    Rule("prepared_follow", "nodes of the prepared statement",
+         "EXECUTE, DEALLOCATE of a statement prepared in this session"),
+    Rule("prepared_unknown", _P, "EXECUTE of a statement not prepared through pgpool"),
+    Rule("deallocate_all", _BOTH, "DEALLOCATE ALL"),
+    Rule("deallocate_unknown", _BOTH, "DEALLOCATE of a statement not prepared through pgpool"),
+    Rule("load_balance_off", _P, "load_balance_mode is off"),
+    Rule("write_always", _P, "the session wrote and disable_load_balance_on_write = always"),
+    Rule("not_select_text", _P, "the text does not start like a SELECT: leading comment or "
+                                "white space (allow_sql_comments, ignore_leading_white_space)"),
+    Rule("in_write_transaction", _P, "the explicit transaction wrote "
+                                     "(disable_load_balance_on_write)"),
+    Rule("failed_transaction", _P, "the explicit transaction is aborted"),
+    Rule("serializable", _P, "SERIALIZABLE transaction"),
+    Rule("delay", _P, "the load balance node lags behind more than delay_threshold"),
+    Rule("system_catalog", _P, "reads a system catalog"),
+    Rule("temp_table", _P, "reads a temporary table (check_temp_table)"),
+    Rule("unlogged_table", _P, "reads an unlogged table (check_unlogged_table)"),
+    Rule("primary_routing_query_pattern", _P, "matches primary_routing_query_pattern_list"),
+    Rule("writing_function", _P, "calls a writing function: write_function_list, "
+                                 "read_only_function_list, else a VOLATILE function"),
+    Rule("dml_adaptive", _P, "reads a relation written earlier in the transaction "
+                             "(dml_adaptive, dml_adaptive_object_relationship_list)"),
+    Rule("load_balance", _LB, "read, on the node chosen by backend_weight"),
+    Rule("database_redirect", _LB, "read, on the node chosen by "
+                                   "database_redirect_preference_list"),
+    Rule("app_name_redirect", _LB, "read, on the node chosen by "
+                                   "app_name_redirect_preference_list"),
+    Rule("lower_delay_standby", _LB, "read, on the least delayed standby "
+                                     "(delay_threshold, prefer_lower_delay_standby)"),
+    # outcomes decided by the relay on top of the rules above (pgpool.proxy.routing)
+    Rule("read_your_writes", _P, "read moved from a standby that had not replayed the awaited "
+                                 "commit within read_your_writes_max_wait"),
+    Rule("standby_retry", _P, "read cancelled on a standby (recovery conflict, lost standby) "
+                              "and run again on the primary"),
+)
+RULE_INDEX: dict[str, int] = {r.id: i for i, r in enumerate(RULES)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +184,10 @@ class RouteDecision:
     """Where one statement goes and why."""
     nodes: tuple[int, ...]       # node ids to send to, ascending
     reply_node: int              # whose reply the client gets (primary when several)
-    reason: str                  # short rule name, e.g. "load_balance", "write", "set"
+    reason: str                  # the id of the rule that decided (RULES)
     writes: bool = False         # counts as a write for disable_load_balance_on_write
-    plain_begin_for_standbys: bool = False  # send "BEGIN" to non-primary nodes instead
+    standby_sql: str | None = None  # what nodes other than the primary run instead ("BEGIN"
+    #                                 for BEGIN READ WRITE, "COMMIT" for PREPARE TRANSACTION)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,6 +269,48 @@ def _first_match(redirects: tuple[_Redirect, ...], text: str) -> _Redirect | Non
     return next((r for r in redirects if r.pattern.match(text)), None)
 
 
+def _relname(name: str) -> str:
+    """Relation (or function) name without its schema, lower case: how pgpool compares them."""
+    return name.rpartition(".")[2].lower()
+
+
+@lru_cache(maxsize=16)
+def _relationships(text: str) -> dict[tuple[str, bool], tuple[str, ...]]:
+    """dml_adaptive_object_relationship_list 'table:dependent,func():dependent,...' as
+    {(name, is_function): dependents}."""
+    out: dict[tuple[str, bool], tuple[str, ...]] = {}
+    for item in text.split(","):
+        left, sep, right = (x.strip() for x in item.partition(":"))
+        if not sep or not left or not right:
+            continue
+        func = left.endswith("()")
+        key = (_relname(left[:-2].strip() if func else left), func)
+        out[key] = out.get(key, ()) + (_relname(right),)
+    return out
+
+
+def _dependents(relations, functions, text: str) -> set[str]:
+    """Relations that depend, directly or through other entries, on the given ones."""
+    rels = _relationships(text) if text else {}
+    if not rels:
+        return set()
+    todo = [(r, False) for r in relations] + [(_relname(f), True) for f in functions]
+    out: set[str] = set()
+    while todo:
+        for dep in rels.get(todo.pop(), ()):
+            if dep not in out:
+                out.add(dep)
+                todo.append((dep, False))
+    return out
+
+
+@lru_cache(maxsize=8)
+def _reset_drops_temp(queries: tuple[str, ...]) -> bool:
+    """Does reset_query_list drop a pooled connection's temporary tables?"""
+    return any(" ".join(q.upper().split()) in ("DISCARD ALL", "DISCARD TEMP", "DISCARD TEMPORARY")
+               for q in queries)
+
+
 def _writing_function(functions: tuple[str, ...], cfg,
                       is_volatile: Callable[[str], bool | None] | None) -> bool:
     """pgpool function_call_walker(): does the statement call a function that may write?"""
@@ -229,36 +365,36 @@ def _resolve_target(target: str, view: ClusterView) -> int | None:
     return view.main_node_id
 
 
-def choose_load_balance_node(view: ClusterView, cfg, database: str, application_name: str,
-                             rng: _Random) -> int | None:
-    """pgpool select_load_balancing_node(): weighted random over usable nodes, primary included,
-    steered by database/app-name redirect preference lists and the delay threshold."""
+def _choose(view: ClusterView, cfg, database: str, application_name: str,
+            rng: _Random) -> tuple[int | None, str]:
+    """(load-balance node, id of the rule that chose it)."""
     r = rng.random()
     primary = view.primary
-    suggested, ratio = None, 1.0
+    suggested, ratio, rule = None, 1.0, "load_balance"
     if view.clustering_mode in _SL_MODES:
-        for text, value in ((cfg.database_redirect_preference_list, database),
-                            (cfg.app_name_redirect_preference_list, application_name)):
+        for text, value, list_rule in (
+                (cfg.database_redirect_preference_list, database, "database_redirect"),
+                (cfg.app_name_redirect_preference_list, application_name, "app_name_redirect")):
             hit = _first_match(_redirects(text), value) if text and value else None
             if hit is None:
                 continue
             ratio = hit.ratio  # an app-name match overrides a database match
             node = _resolve_target(hit.target, view)
             if node == _STANDBY or view.usable(node):
-                suggested = node
+                suggested, rule = node, list_rule
     by_delay = (view.clustering_mode == "streaming_replication" and cfg.delay_threshold
                 and cfg.prefer_lower_delay_standby)
     exclude = None
     if suggested is not None and suggested >= 0:
         if (by_delay and suggested != primary
                 and view.nodes[suggested].standby_delay > cfg.delay_threshold):
-            return _lowest_delay(view, cfg.delay_threshold, rng)
+            return _lowest_delay(view, cfg.delay_threshold, rng), "lower_delay_standby"
         if r <= ratio:
-            return suggested
+            return suggested, rule
         exclude = suggested
     elif suggested == _STANDBY:
         if r > ratio:
-            return primary
+            return primary, rule
         exclude = primary
     candidates = [n for n in view.nodes
                   if n.status in _USABLE and n.weight > 0 and n.id != exclude]
@@ -267,27 +403,47 @@ def choose_load_balance_node(view: ClusterView, cfg, database: str, application_
         selected = view.main_node_id
     if (by_delay and selected is not None and selected != primary
             and view.nodes[selected].standby_delay > cfg.delay_threshold):
-        return _lowest_delay(view, cfg.delay_threshold, rng)
-    return selected
+        return _lowest_delay(view, cfg.delay_threshold, rng), "lower_delay_standby"
+    return selected, rule
+
+
+def choose_load_balance_node(view: ClusterView, cfg, database: str, application_name: str,
+                             rng: _Random) -> int | None:
+    """pgpool select_load_balancing_node(): weighted random over usable nodes, primary included,
+    steered by database/app-name redirect preference lists and the delay threshold."""
+    return _choose(view, cfg, database, application_name, rng)[0]
 
 
 # ---------------------------------------------------------------------------------------------
 # Session state
 
-class SessionRouteState:
-    """Per-session routing state: load-balance node, transaction and write tracking, and where
-    each prepared statement (SQL PREPARE or protocol Parse) was sent."""
+# temporary relation entry: (exists at the last commit, exists now, dropped at commit)
+_TempEntry = tuple[bool, bool, bool]
+# kinds of statements that may create a temporary relation without saying so
+_MAY_CREATE_TEMP = frozenset(("ddl", "do", "call", "other", "execute", "cursor"))
 
-    __slots__ = ("database", "application_name", "rng", "load_balance_node", "in_transaction",
-                 "failed_transaction", "writing", "pending_write", "serializable_txn",
-                 "serializable_default", "prepared")
+
+class SessionRouteState:
+    """Per-session routing state: load-balance node, transaction and write tracking, temporary
+    relations, dml_adaptive's written relations, and where each prepared statement (SQL PREPARE
+    or protocol Parse) was sent. `counters` (a route_cnt array) counts decisions per rule;
+    `catalog` answers catalog questions for this session."""
+
+    __slots__ = ("database", "application_name", "rng", "counters", "catalog",
+                 "load_balance_node", "lb_rule", "in_transaction", "failed_transaction",
+                 "writing", "pending_write", "serializable_txn", "serializable_default",
+                 "prepared", "temp_tables", "temp_pending", "temp_possible", "temp_cache",
+                 "dml_written", "dml_pending")
 
     def __init__(self, database: str = "", application_name: str = "",
-                 rng: _Random | None = None):
+                 rng: _Random | None = None, counters=None, catalog: Catalog | None = None):
         self.database = database
         self.application_name = application_name
         self.rng = rng if rng is not None else random.Random()
+        self.counters = counters
+        self.catalog = catalog
         self.load_balance_node: int | None = None
+        self.lb_rule = "load_balance"
         self.in_transaction = False      # ReadyForQuery 'T' or 'E'
         self.failed_transaction = False  # ReadyForQuery 'E'
         self.writing = False             # pgpool "writing transaction" flag
@@ -295,10 +451,31 @@ class SessionRouteState:
         self.serializable_txn = False
         self.serializable_default = False
         self.prepared: dict[str, tuple[tuple[int, ...], int]] = {}
+        self.temp_tables: dict[str, _TempEntry] = {}  # check_temp_table = trace
+        self.temp_pending = False        # temp_tables has changes of the open transaction
+        self.temp_possible: bool | None = None  # may the session have a temporary relation?
+        self.temp_cache: dict[str, bool] = {}   # check_temp_table = catalog answers
+        self.dml_written: set[str] = set()      # dml_adaptive: relations written in the txn
+        self.dml_pending: set[str] = set()      # written, transaction state not yet known
+
+    def copy(self) -> SessionRouteState:
+        """An independent copy that routes exactly as this state would next (same random
+        sequence), counts nothing and can be changed without touching this one."""
+        other = SessionRouteState.__new__(SessionRouteState)
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, (dict, set)):
+                value = value.copy()
+            setattr(other, name, value)
+        other.counters = None
+        rng = random.Random()
+        rng.setstate(self.rng.getstate())
+        other.rng = rng
+        return other
 
     def choose_load_balance_node(self, view: ClusterView, cfg) -> int | None:
         """(Re)choose this session's load-balance node."""
-        self.load_balance_node = choose_load_balance_node(
+        self.load_balance_node, self.lb_rule = _choose(
             view, cfg, self.database, self.application_name, self.rng)
         return self.load_balance_node
 
@@ -317,16 +494,27 @@ class SessionRouteState:
         else:
             self.prepared.pop(name, None)
 
+    def is_temp(self, relation: str) -> bool:
+        """check_temp_table = trace: is `relation` one of this session's temporary tables?"""
+        entry = self.temp_tables.get(relation)
+        return entry is not None and entry[1]
+
     def after_statement(self, facts: StatementFacts, decision: RouteDecision, cfg) -> None:
-        """Update tracking once a statement completed successfully (CommandComplete)."""
+        """Update tracking for a statement being sent (the relay calls this as it routes)."""
+        if self.counters is not None:
+            self.counters[RULE_INDEX[decision.reason]] += 1
         mode = cfg.disable_load_balance_on_write
         keep_writing = mode in ("trans_transaction", "always")
         if facts.transaction is not None:  # BEGIN / START / COMMIT / END / ROLLBACK / ABORT
             begin = facts.transaction == "begin"
+            if not begin:
+                self._end_temp_transaction(commit=facts.kind == "commit"
+                                           and not self.failed_transaction)
             self.in_transaction = begin
             self.failed_transaction = False
             self.pending_write = False
             self.serializable_txn = begin and facts.serializable is not None
+            self.dml_written.clear()
             if not keep_writing:
                 self.writing = False
         elif facts.serializable is not None:
@@ -334,6 +522,8 @@ class SessionRouteState:
                 self.serializable_txn = True
             else:
                 self.serializable_default = True
+        elif mode == "dml_adaptive":
+            self._track_dml(facts, cfg)
         elif decision.writes and not facts.read_only and mode != "off":
             if self.in_transaction or mode == "always":
                 self.writing = True
@@ -341,6 +531,13 @@ class SessionRouteState:
                 self.pending_write = True
         if facts.isolation_reset:
             self.serializable_default = False
+        if facts.temp_ops:
+            self._apply_temp_ops(facts.temp_ops)
+        if (facts.temp_ops or facts.kind in _MAY_CREATE_TEMP or not facts.parsed
+                or (facts.multi_statement and not facts.is_read_only)
+                or (decision.writes and facts.functions)):
+            self.temp_possible = True
+            self.temp_cache.clear()
         kind = facts.kind
         if kind == "prepare" and facts.stmt_name:
             self.remember_prepared(facts.stmt_name, decision)
@@ -356,14 +553,66 @@ class SessionRouteState:
         if self.pending_write and self.in_transaction:
             self.writing = True
         self.pending_write = False
+        if self.dml_pending:
+            if self.in_transaction:
+                self.dml_written |= self.dml_pending
+            self.dml_pending.clear()
         if not self.in_transaction:
             self.serializable_txn = False
+            self.dml_written.clear()
+            if self.temp_pending:
+                # the transaction ended without a COMMIT / ROLLBACK we saw (inside a
+                # multi-statement query or a function): keep whatever may exist
+                self.temp_tables = {name: (True, True, False)
+                                    for name, (before, now, _) in self.temp_tables.items()
+                                    if before or now}
+                self.temp_pending = False
+
+    # ---- dml_adaptive and temporary relations ------------------------------------------
+
+    def _track_dml(self, facts: StatementFacts, cfg) -> None:
+        """dml_adaptive: remember the relations a statement writes (and their dependents)."""
+        written = set() if facts.is_read_only else {_relname(t) for t in facts.tables}
+        written |= _dependents(written, facts.functions, cfg.dml_adaptive_object_relationship_list)
+        if written:
+            (self.dml_written if self.in_transaction else self.dml_pending).update(written)
+
+    def _apply_temp_ops(self, ops) -> None:
+        tables = self.temp_tables
+        txn = self.in_transaction
+        for op, names in ops:
+            if op == "discard":
+                tables.clear()
+                continue
+            for name in names:
+                entry = tables.get(name)
+                if op == "drop":
+                    if entry is None:
+                        continue
+                    if txn:
+                        tables[name] = (entry[0], False, entry[2])
+                    else:
+                        del tables[name]
+                elif txn:
+                    tables[name] = (entry is not None and entry[0], True, op == "create_drop")
+                elif op == "create":
+                    tables[name] = (True, True, False)
+        if txn:
+            self.temp_pending = True
+
+    def _end_temp_transaction(self, commit: bool) -> None:
+        if not self.temp_pending:
+            return
+        keep = (lambda e: e[1] and not e[2]) if commit else (lambda e: e[0])
+        self.temp_tables = {name: (True, True, False)
+                            for name, entry in self.temp_tables.items() if keep(entry)}
+        self.temp_pending = False
 
 
 # ---------------------------------------------------------------------------------------------
 # Routing
 
-_PRIMARY_REASON = {
+_PRIMARY_RULE = {
     "set": "set_primary", "prepare_transaction": "two_phase_commit",
     "commit_prepared": "two_phase_commit", "rollback_prepared": "two_phase_commit",
     "lock": "lock", "prepare": "prepare",
@@ -374,11 +623,12 @@ _NOT_WRITES = frozenset((
     "savepoint", "release", "rollback_to", "prepare_transaction", "commit_prepared",
     "rollback_prepared",
 ))
-_BOTH_REASON = {
+# every kind whose target is "both"
+_BOTH_RULE = {
     "begin": "transaction_control", "commit": "transaction_control",
     "rollback": "transaction_control", "savepoint": "transaction_control",
     "release": "transaction_control", "rollback_to": "transaction_control",
-    "set": "set", "reset": "set", "discard": "discard", "lock": "lock",
+    "set": "set", "reset": "set", "discard": "discard", "lock": "lock_share",
 }
 _NOT_BALANCED_IN_TXN = (
     ("writing", "in_write_transaction"),
@@ -404,7 +654,7 @@ def _lb_node(session: SessionRouteState, view: ClusterView, cfg) -> int | None:
 
 
 def _both(session: SessionRouteState, view: ClusterView, cfg, reason: str, writes: bool,
-          plain_begin: bool = False) -> RouteDecision:
+          standby_sql: str | None = None) -> RouteDecision:
     """pgpool_setall_node_to_be_sent(): primary + load-balance node (all usable nodes with
     statement_level_load_balance, since the load-balance node changes per statement)."""
     primary = view.primary
@@ -413,7 +663,7 @@ def _both(session: SessionRouteState, view: ClusterView, cfg, reason: str, write
     else:
         lb = _lb_node(session, view, cfg)
         nodes = (primary,) if lb is None or lb == primary else tuple(sorted((primary, lb)))
-    return _decision(nodes, primary, reason, writes, plain_begin and len(nodes) > 1)
+    return _decision(nodes, primary, reason, writes, standby_sql if len(nodes) > 1 else None)
 
 
 def _follow(facts: StatementFacts, session: SessionRouteState, view: ClusterView, cfg,
@@ -434,12 +684,66 @@ def _follow(facts: StatementFacts, session: SessionRouteState, view: ClusterView
     return _decision(nodes, reply, "prepared_follow", writes)
 
 
+def _uses_temp(tables: tuple[str, ...], session: SessionRouteState, cfg,
+               catalog: Catalog | None) -> bool:
+    """check_temp_table: does the statement read one of the session's temporary relations?"""
+    mode = cfg.check_temp_table
+    if any(t.startswith("pg_temp") and "." in t for t in tables):
+        return True                     # pg_temp.name, pg_temp_3.name
+    if mode == "catalog" and not session.temp_possible:
+        if session.temp_possible is None:
+            queries = cfg.reset_query_list
+            queries = tuple(queries.split(";") if isinstance(queries, str) else queries)
+            session.temp_possible = not _reset_drops_temp(queries)
+        if not session.temp_possible:
+            return False
+    for rel in tables:
+        if "." in rel:
+            continue                    # in a schema of its own: not temporary
+        if mode == "trace":
+            if session.is_temp(rel):
+                return True
+            continue
+        known = session.temp_cache.get(rel)
+        if known is None:
+            if catalog is None:
+                continue  # nothing to ask: like pgpool-II without a relcache
+            known = catalog.is_temp(rel)
+            if known is None:
+                return True  # cannot tell now: the primary has it if anyone does
+            session.temp_cache[rel] = known
+        if known:
+            return True
+    return False
+
+
+def _uses_unlogged(tables: tuple[str, ...], catalog: Catalog) -> bool:
+    """check_unlogged_table: does the statement read an unlogged table?"""
+    is_unlogged = catalog.is_unlogged
+    for table in tables:
+        if is_unlogged(table) is not False:
+            return True
+    return False
+
+
+def _dml_adaptive_hit(facts: StatementFacts, session: SessionRouteState, cfg) -> bool:
+    """dml_adaptive: does this read touch a relation written earlier in the transaction (or
+    one that depends on a function it calls)?"""
+    written = session.dml_written
+    if facts.functions:
+        written = written | _dependents((), facts.functions,
+                                        cfg.dml_adaptive_object_relationship_list)
+    return bool(written) and any(_relname(t) in written for t in facts.tables)
+
+
 def route(facts: StatementFacts, session: SessionRouteState, view: ClusterView, cfg, *,
           sql: str | None = None,
-          is_volatile: Callable[[str], bool | None] | None = None) -> RouteDecision:
+          is_volatile: Callable[[str], bool | None] | None = None,
+          catalog: Catalog | None = None) -> RouteDecision:
     """Decide where one statement goes. `sql` (the text) is needed only for
-    primary_routing_query_pattern_list; `is_volatile(func)` answers pg_proc volatility
-    (None = unknown, treated as writing) when both function lists are empty."""
+    primary_routing_query_pattern_list. Catalog questions go to `catalog` (default: the
+    session's); `is_volatile(func)`, when given, answers pg_proc volatility instead (None =
+    unknown, treated as writing) when both function lists are empty."""
     mode = view.clustering_mode
     if view.main_node_id is None:
         raise NoUsableNode("all backend nodes are down")
@@ -447,9 +751,14 @@ def route(facts: StatementFacts, session: SessionRouteState, view: ClusterView, 
         return _one(view.main_node_id, "raw_mode", not facts.is_read_only)
     if mode not in _SL_MODES:
         raise NotImplementedError(f"routing for clustering mode {mode!r} is not implemented")
-
+    if catalog is None:
+        catalog = session.catalog
     if facts.is_read_only:
-        writes = bool(facts.functions) and _writing_function(facts.functions, cfg, is_volatile)
+        writes = False
+        if facts.functions:
+            if is_volatile is None and catalog is not None:
+                is_volatile = catalog.is_volatile
+            writes = _writing_function(facts.functions, cfg, is_volatile)
     else:
         writes = facts.kind not in _NOT_WRITES
     primary = view.primary
@@ -459,10 +768,12 @@ def route(facts: StatementFacts, session: SessionRouteState, view: ClusterView, 
         return _one(primary, "unparsable", True)
     target = facts.target
     if target == "primary":
-        return _one(primary, _PRIMARY_REASON.get(facts.kind, "write"), writes)
+        if facts.kind == "prepare_transaction" and session.in_transaction:
+            return _both(session, view, cfg, "two_phase_commit", writes, "COMMIT")
+        return _one(primary, _PRIMARY_RULE.get(facts.kind, "write"), writes)
     if target == "both":
-        return _both(session, view, cfg, _BOTH_REASON.get(facts.kind, "both"), writes,
-                     facts.standby_begin)
+        return _both(session, view, cfg, _BOTH_RULE[facts.kind], writes,
+                     "BEGIN" if facts.standby_begin else None)
     if target == "follow":
         return _follow(facts, session, view, cfg, writes)
 
@@ -472,7 +783,7 @@ def route(facts: StatementFacts, session: SessionRouteState, view: ClusterView, 
     if not cfg.load_balance_mode:
         return _one(primary, "load_balance_off", writes)
     if not facts.is_read_only:
-        return _one(primary, _PRIMARY_REASON.get(facts.kind, "write"), writes)
+        return _one(primary, _PRIMARY_RULE.get(facts.kind, "write"), writes)
     if facts.kind in ("select", "empty") and not cfg.allow_sql_comments and not (
             facts.starts_like_select if cfg.ignore_leading_white_space
             else facts.starts_like_select_raw):
@@ -485,16 +796,25 @@ def route(facts: StatementFacts, session: SessionRouteState, view: ClusterView, 
         lb = session.choose_load_balance_node(view, cfg)
     else:
         lb = _lb_node(session, view, cfg)
-    reason = "load_balance"
+    reason = session.lb_rule
     threshold = cfg.delay_threshold
     if (threshold and mode == "streaming_replication" and lb is not None
             and view.nodes[lb].standby_delay > threshold):
         if not cfg.prefer_lower_delay_standby:
             return _one(primary, "delay", writes)
         lb = session.choose_load_balance_node(view, cfg)
-        reason = "lower_delay_standby"
+        reason = "delay" if lb == primary else "lower_delay_standby"
     if facts.uses_system_catalog:
         return _one(primary, "system_catalog", writes)
+    tables = facts.tables
+    if tables:
+        temp_mode = cfg.check_temp_table
+        if temp_mode != "none" and (facts.temp_schema or session.temp_possible is not False
+                                    or temp_mode == "trace") \
+                and _uses_temp(tables, session, cfg, catalog):
+            return _one(primary, "temp_table", writes)
+        if cfg.check_unlogged_table and catalog is not None and _uses_unlogged(tables, catalog):
+            return _one(primary, "unlogged_table", writes)
     patterns = cfg.primary_routing_query_pattern_list
     if patterns and sql is not None and _matches(
             _query_patterns(patterns) if isinstance(patterns, str)
@@ -502,6 +822,7 @@ def route(facts: StatementFacts, session: SessionRouteState, view: ClusterView, 
         return _one(primary, "primary_routing_query_pattern", writes)
     if writes:
         return _one(primary, "writing_function", writes)
-    if lb is None:
-        return _one(primary, "no_load_balance_node", writes)
+    if (cfg.disable_load_balance_on_write == "dml_adaptive" and session.in_transaction
+            and tables and _dml_adaptive_hit(facts, session, cfg)):
+        return _one(primary, "dml_adaptive", writes)
     return _one(lb, reason, writes)

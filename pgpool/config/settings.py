@@ -3,6 +3,7 @@
 Source of truth: pgpool-II 4.3.5 (src/config/pool_config_variables.c and the manual).  Everything else
 (the pgpool.conf parser, SHOW pool_status, PGPOOL SHOW/SET/RESET, the sample file) is driven by this table.
 Defaults are the upstream ones (the Debian package patches socket_dir/pcp_socket_dir/pid_file_name/logdir).
+Our own parameters beyond pgpool-II 4.3 (read_your_writes, ...) are marked `extension=True`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ MESSAGE_LEVELS = (("debug", 13), ("debug5", 10), ("debug4", 11), ("debug3", 12),
                   ("info", 17), ("notice", 18), ("warning", 19), ("error", 20), ("log", 15),
                   ("fatal", 21), ("panic", 22))
 LOG_STANDBY_DELAY_MODES = (("always", 1), ("if_over_threshold", 2), ("none", 3))
+READ_YOUR_WRITES_MODES = (("off", 0), ("session", 1), ("global", 2))
 LIFECHECK_METHODS = (("query", 1), ("heartbeat", 2), ("external", 3))
 MEMQCACHE_METHODS = (("shmem", 1), ("memcached", 2))
 DLBOW_MODES = (("off", 1), ("transaction", 2), ("trans_transaction", 3), ("always", 4), ("dml_adaptive", 5))
@@ -107,6 +109,7 @@ class Setting:
     hidden: bool = False      # not shown by PGPOOL SHOW ALL
     section: int | None = None  # index into SECTIONS for the sample file (None: not in the sample)
     seq: int = 0              # position in pgpool's own parameter table (drives PGPOOL SHOW ALL order)
+    extension: bool = False   # ours, beyond pgpool-II 4.3: not in pgpool's own table or its answers
 
     @property
     def enum_names(self) -> tuple[str, ...]:
@@ -358,6 +361,12 @@ _TABLE = (
     _s('statement_level_load_balance', 'bool', False, RELOAD, 'load_balance',
        'Enables statement level load balancing',
        section=16, seq=37),
+    _s('read_your_writes', 'enum', 'off', SESSION, 'load_balance',
+       'Reads see committed writes: off, session (its own) or global (of the same user and database).',
+       enum=READ_YOUR_WRITES_MODES, section=16, seq=1001, extension=True),
+    _s('read_your_writes_max_wait', 'int', 100, SESSION, 'load_balance',
+       'How long a read waits for its standby to replay the awaited commit before using the primary.',
+       lo=0, hi=60000, unit='ms', section=16, seq=1002, extension=True),
     _s('sr_check_period', 'int', 10, RELOAD, 'streaming_replication',
        'Time interval in seconds between the streaming replication delay checks.',
        lo=0, hi=INT_MAX, unit='s', section=17, seq=53),

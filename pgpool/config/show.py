@@ -107,8 +107,9 @@ def _group_rows(cfg: Config, group: str) -> list[list[str]]:
 
 
 def _show_all_order() -> list[Setting]:
-    """Scalars in pgpool's PGPOOL SHOW ALL order: its table order, then its (unstable) sort by name length."""
-    table = sorted(SETTINGS.values(), key=lambda s: s.seq)
+    """Scalars in pgpool's PGPOOL SHOW ALL order: its table order, then its (unstable) sort by name length;
+    our extension parameters (not in pgpool's table) follow in table order."""
+    table = sorted((s for s in SETTINGS.values() if not s.extension), key=lambda s: s.seq)
     entries = []
     seqs = {s.seq for s in table}
     for s in table:
@@ -119,7 +120,8 @@ def _show_all_order() -> list[Setting]:
         for j in range(i + 1, len(entries)):
             if len(entries[i].name) < len(entries[j].name):
                 entries[i], entries[j] = entries[j], entries[i]
-    return [s for s in entries if not s.per_node and not s.hidden]
+    ours = [s for s in SETTINGS.values() if s.extension]
+    return [s for s in entries + ours if not s.per_node and not s.hidden]
 
 
 _SHOW_ALL = _show_all_order()

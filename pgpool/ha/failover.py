@@ -67,7 +67,7 @@ def probe_primary(cfg, candidates, quiet: bool = False, passwd=None) -> int:
 
 class Failover:
     """Runs node requests for the parent `server`, which provides cfg, shm and:
-    write_status(), worker_slots() -> [plan.Worker], workers_started_after(t) -> [pid],
+    write_status(), children {pid: index}, workers_started_after(t) -> [pid],
     kill_workers(pids, sig), fork_helper(name, body) -> pid, assign_roles(primary),
     restart_sr_check(), start_health_checks()."""
 
@@ -224,18 +224,15 @@ class Failover:
         log.log("LOG", P.done_message(table, plan))
 
     def _restart(self, plan: P.Plan, since: float | None) -> None:
-        """Restart workers per the plan's policy: at the start of the operation (since=None) and
-        again at its end for the workers started meanwhile (full) or whose new sessions use the
-        failed node (partial)."""
+        """Restart workers per the plan's policy: every worker at the start of the operation
+        (since=None) and, at its end, those started meanwhile. A standby's failure restarts
+        nobody: sessions drop the lost node themselves."""
         srv = self.server
         if since is None and plan.restart_log:
             log.log("LOG", plan.restart_log)
-        if plan.restart == P.RESTART_ALL and since is not None:
-            pids, lines = srv.workers_started_after(since), []
-        else:
-            pids, lines = P.restart_targets(srv.worker_slots(), plan.restart, plan.node)
-        for line in lines:
-            log.log("LOG", line)
+        if plan.restart != P.RESTART_ALL:
+            return
+        pids = list(srv.children) if since is None else srv.workers_started_after(since)
         srv.kill_workers(pids, signal.SIGQUIT)
 
     def _command(self, name: str, line: str):

@@ -4,7 +4,7 @@
 failover_command / failback_command lines to run, whether the new primary must be searched for,
 and which workers to restart.  After the primary is known, `plan_follow` says which nodes the
 follow primary step degenerates and whether a follow_child runs follow_primary_command;
-`restart_targets` picks the workers to restart.  Log texts are pgpool-II's.
+Log texts are pgpool-II's.
 
 Deliberate differences from pgpool-II 4.3.5:
 - a failed primary always restarts every worker (4.3.5 restarts only some when the primary is not
@@ -28,7 +28,7 @@ REQ_FLAG_FULL_RESTART = 512
 
 STREAMING = "streaming_replication"
 RAW = "raw"
-RESTART_ALL, RESTART_PARTIAL, RESTART_NONE = "all", "partial", "none"
+RESTART_ALL, RESTART_NONE = "all", "none"
 VALID_STATUSES = (S.CON_UP, S.CON_CONNECT_WAIT)
 
 
@@ -162,7 +162,7 @@ def _plan_node_down(table: Table, req: Request) -> Plan:
         logs.append("failover: no valid backend node found")
     effective_primary = table.primary if table.primary >= 0 else table.main
     if table.streaming and not req.flags & REQ_FLAG_FULL_RESTART and node != effective_primary:
-        restart = RESTART_PARTIAL
+        restart = RESTART_NONE       # sessions drop the node themselves (pgpool restarts some)
         restart_log = (f"Do not restart children because we are switching over node id {node} host: "
                        f"{n.hostname} port: {n.port} and we are in streaming replication mode")
     else:
@@ -288,23 +288,3 @@ def done_message(table: Table, plan: Plan) -> str:
     return {S.REQ_NODE_UP: f"failback done. reconnect host {host}",
             S.REQ_PROMOTE: f"promotion done. promoted host {host}",
             S.REQ_NODE_DOWN: f"failover done. shutdown host {host}"}[plan.kind]
-
-
-@dataclass(frozen=True)
-class Worker:
-    """A worker as the restart policy sees it."""
-    pid: int
-    pool: int                    # pool slot of the session in progress, -1 when idle
-    load_balancing_node: int     # of that slot
-
-
-def restart_targets(workers: Sequence[Worker], policy: str, node: int) -> tuple[list[int], list[str]]:
-    """(pids to restart, log lines): every worker, none, or (partial) the workers whose session in
-    progress load-balances on the failed node."""
-    if policy == RESTART_ALL:
-        return [w.pid for w in workers if w.pid], []
-    if policy == RESTART_NONE:
-        return [], []
-    hit = [w for w in workers if w.pid and w.pool >= 0 and w.load_balancing_node == node]
-    return ([w.pid for w in hit],
-            [f"child pid {w.pid} needs to restart because pool {w.pool} uses backend {node}" for w in hit])

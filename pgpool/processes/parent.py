@@ -391,16 +391,6 @@ class Server:
     def workers_started_after(self, when: float) -> list[int]:
         return [pid for pid, started in self.child_started.items() if started >= when]
 
-    def worker_slots(self) -> list[P.Worker]:
-        """Every worker with the pool slot of its session in progress (for restart decisions)."""
-        out = []
-        for pid, index in self.children.items():
-            p = self.shm.processes[index]
-            pool = p.current_pool if p.connected and 0 <= p.current_pool < self.shm.max_pool else -1
-            lb = p.pools[pool].load_balancing_node if pool >= 0 else -1
-            out.append(P.Worker(pid, pool, lb))
-        return out
-
     def kill_workers(self, pids, sig: int) -> None:
         for pid in pids:
             if pid in self.children:

@@ -6,6 +6,7 @@ import struct
 from pgpool.protocol import messages as m
 
 _I32 = struct.Struct("!i")
+_I16 = struct.Struct("!h")
 
 
 class BackendError(Exception):
@@ -61,7 +62,7 @@ class BackendConn:
     """A started-up backend session; the relay reads and writes `sock` directly."""
 
     __slots__ = ("node_id", "sock", "pid", "key", "params", "txn_status", "rbuf", "fileno",
-                 "auth_kind", "handshake")
+                 "auth_kind", "handshake", "fatal")
 
     def __init__(self, node_id: int, sock: socket.socket):
         self.node_id = node_id
@@ -74,6 +75,7 @@ class BackendConn:
         self.rbuf = bytearray()
         self.auth_kind = 0
         self.handshake: bytes | None = None    # cached AuthOk + ParameterStatus + KeyData
+        self.fatal: str | None = None          # SQLSTATE of a FATAL error it sent (then it ends)
 
     # -- message I/O used during startup, authentication and pool maintenance --------------
 
@@ -136,6 +138,66 @@ class BackendConn:
             self.sock.close()
         except OSError:
             pass
+
+
+# pgpool's own queries on a session's connections run through a named statement and portal of
+# the extended protocol, closed again before the Sync: a simple Query would destroy the client's
+# unnamed prepared statement. The statement is closed first too, in case an earlier run failed
+# before its Close (closing a statement that does not exist is no error).
+_OWN_NAME = b"pgpool_internal\0"
+
+
+def internal_query(sql: str) -> bytes:
+    """Close/Parse/Bind/Execute/Close/Close/Sync of `sql` under pgpool's own statement and portal
+    names. Replies: CloseComplete, ParseComplete, BindComplete, DataRow(s), CommandComplete,
+    2 x CloseComplete, ReadyForQuery (or an ErrorResponse and ReadyForQuery)."""
+    return b"".join((
+        m.message(b"C", b"S" + _OWN_NAME),
+        m.message(b"P", _OWN_NAME + sql.encode() + b"\0\0\0"),
+        m.message(b"B", _OWN_NAME + _OWN_NAME + b"\0\0\0\0\0\0"),
+        m.message(b"E", _OWN_NAME + b"\0\0\0\0"),
+        m.message(b"C", b"P" + _OWN_NAME),
+        m.message(b"C", b"S" + _OWN_NAME),
+        m.sync(),
+    ))
+
+
+INSERT_LSN_SQL = "SELECT pg_catalog.pg_current_wal_insert_lsn()"
+REPLAY_LSN_SQL = "SELECT pg_catalog.pg_last_wal_replay_lsn()"
+INSERT_LSN_QUERY = internal_query(INSERT_LSN_SQL)
+REPLAY_LSN_QUERY = internal_query(REPLAY_LSN_SQL)
+
+
+def first_column(data_row: bytes) -> bytes | None:
+    """The first column of a DataRow payload (None for SQL NULL or no column)."""
+    if len(data_row) < 6 or _I16.unpack_from(data_row)[0] < 1:
+        return None
+    length = _I32.unpack_from(data_row, 2)[0]
+    return None if length < 0 else data_row[6:6 + length]
+
+
+def run_internal(conn: "BackendConn", request: bytes, timeout: float) -> bytes | None:
+    """Send one `internal_query` on an idle connection and read its replies up to
+    ReadyForQuery: the first column of its first row, None for no row / NULL / an error.
+    OSError (socket.timeout included) or EOFError when the backend does not answer."""
+    sock = conn.sock
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(request)
+        value = None
+        while True:
+            kind, payload = conn.recv_message()
+            if kind == b"D" and value is None:
+                value = first_column(payload)
+            elif kind == b"Z":
+                conn.txn_status = payload[:1]
+                return value
+            elif kind == b"S":
+                k, v = payload.split(b"\0")[:2]
+                conn.params[k.decode()] = v.decode()
+                conn.handshake = None
+    finally:
+        sock.settimeout(None)
 
 
 def read_startup_reply(conn: BackendConn) -> None:

@@ -1,4 +1,5 @@
-"""pgpool's own commands answered without a backend: SHOW pool_* and PGPOOL SHOW/SET/RESET.
+"""pgpool's own commands answered without a backend: SHOW pool_*, PGPOOL SHOW/SET/RESET and
+PGPOOL EXPLAIN ROUTE.
 
 Each command is a row in a table; the answer is RowDescription (type OID 0, text) + DataRows +
 CommandComplete + ReadyForQuery with the session's real transaction status.
@@ -13,6 +14,7 @@ from pgpool.state import probe
 from pgpool.state import shm as S
 
 _SHOW_RE = re.compile(r"^\s*show\s+(pool_[a-z_]+)\s*;?\s*$", re.I | re.S)
+_EXPLAIN_ROUTE_RE = re.compile(r"^\s*pgpool\s+explain\s+route(?:\s+(.*?))?\s*$", re.I | re.S)
 
 
 def _ts(t: int) -> str:
@@ -60,6 +62,8 @@ class LocalCommands:
         mt = _SHOW_RE.match(sql)
         if mt:
             return mt.group(1).lower() in SHOW_COMMANDS
+        if _EXPLAIN_ROUTE_RE.match(sql):
+            return True
         from pgpool.config import show as cfgshow
         return cfgshow.parse_pgpool_command(sql) is not None
 
@@ -69,6 +73,9 @@ class LocalCommands:
         if mt:
             fn = SHOW_COMMANDS.get(mt.group(1).lower())
             return fn(self.session) if fn else None
+        mt = _EXPLAIN_ROUTE_RE.match(sql)
+        if mt:
+            return explain_route(self.session, mt.group(1) or "")
         from pgpool.config import show as cfgshow
         cmd = cfgshow.parse_pgpool_command(sql)
         if cmd is None:
@@ -213,6 +220,15 @@ def show_pool_backend_stats(session):
     return _reply(["node_id", "hostname", "port", "status", "role"] + list(fields), rows)
 
 
+def show_pool_health_check_stats(session):
+    from pgpool.state import health_stats
+    shm = session.shm
+    rows = [health_stats.row(i, bc.hostname, bc.port, _status_name(b), _role_name(session, i),
+                             b.status_changed_time, shm.health[i], bc.health_check["period"])
+            for i, bc, b in _node_rows(session)]
+    return _reply(list(health_stats.COLUMNS), rows)
+
+
 def show_pool_status(session):
     from pgpool.config import show as cfgshow
     shm = session.shm
@@ -223,6 +239,15 @@ def show_pool_status(session):
     return _reply(cols, rows)
 
 
+def show_pool_routing(session):
+    """Routing decisions per rule, summed over every worker (shared-memory route_cnt)."""
+    from pgpool.router import RULES
+    procs = session.shm.processes
+    rows = [[r.id, r.target, r.description, str(sum(p.route_cnt[i] for p in procs))]
+            for i, r in enumerate(RULES)]
+    return _reply(["rule", "target", "description", "count"], rows)
+
+
 SHOW_COMMANDS = {
     "pool_version": show_pool_version,
     "pool_nodes": show_pool_nodes,
@@ -230,6 +255,8 @@ SHOW_COMMANDS = {
     "pool_pools": show_pool_pools,
     "pool_status": show_pool_status,
     "pool_backend_stats": show_pool_backend_stats,
+    "pool_routing": show_pool_routing,
+    "pool_health_check_stats": show_pool_health_check_stats,
 }
 
 
@@ -253,3 +280,44 @@ def pgpool_command(session, cmd) -> LocalResult:
                                                   e.hint))
     session.apply_overrides(new)
     return LocalResult(tag=tag)
+
+
+# ---- PGPOOL EXPLAIN ROUTE ---------------------------------------------------------------
+
+_EXPLAIN_COLUMNS = ["node_id", "hostname", "port", "status", "role", "load_balance_node",
+                    "would_run", "replies", "rule", "description"]
+_PGPOOL_COMMAND = ("pgpool_command", "SHOW pool_*, PGPOOL ...: answered by pgpool itself")
+
+
+def explain_route(session, statement: str) -> LocalResult:
+    """PGPOOL EXPLAIN ROUTE <statement>: the node(s) the statement would go to in this session
+    now, and the rule that decides it, without running it or changing the session's routing
+    state (catalog lookups it needs are made and cached as for a real statement)."""
+    from pgpool import router
+    from pgpool.sql.classify import classify
+    state = session.route_state
+    if state is None:                   # raw mode keeps no routing state
+        state = router.SessionRouteState(session.startup.database,
+                                         session.startup.application_name)
+    probe = state.copy()
+    if LocalCommands(session).recognizes(statement):
+        nodes, reply, (rule, description) = (), None, _PGPOOL_COMMAND
+    else:
+        try:
+            d = router.route(classify(statement), probe, session.view, session.cfg,
+                             sql=statement)
+        except router.NoUsableNode as e:
+            return LocalResult(error=m.error_response("ERROR", "XX000", str(e)))
+        except NotImplementedError as e:
+            return LocalResult(error=m.error_response("ERROR", "0A000", str(e)))
+        nodes, reply, rule = d.nodes, d.reply_node, d.reason
+        description = router.RULES[router.RULE_INDEX[rule]].description
+
+    def flag(value: bool) -> str:
+        return "true" if value else "false"
+
+    rows = [[str(i), bc.hostname, str(bc.port), _status_name(b), _role_name(session, i),
+             flag(i == probe.load_balance_node), flag(i in nodes), flag(i == reply),
+             rule, description]
+            for i, bc, b in _node_rows(session)]
+    return _reply(_EXPLAIN_COLUMNS, rows)

@@ -74,7 +74,8 @@ class Stats:
         for n in nodes:
             arr[n] += 1
 
-    def backend_error(self, node: int, payload: bytes) -> None:
+    def backend_error(self, node: int, payload: bytes) -> bytes:
+        """Count an ErrorResponse of `node`; returns its severity (b"ERROR", b"FATAL", ...)."""
         sev = payload[payload.index(b"S") + 1:payload.index(b"\0")] if payload[:1] == b"S" else b""
         if sev == b"FATAL":
             self.slot.fatal_cnt[node] += 1
@@ -82,6 +83,7 @@ class Stats:
             self.slot.panic_cnt[node] += 1
         else:
             self.slot.error_cnt[node] += 1
+        return sev
 
 
 class Session:
@@ -196,7 +198,8 @@ class Session:
             frontend_method = auth_flow.hba_method(self.worker, self.is_unix, self.client_host,
                                                    st.database, st.user)
         ps = self.worker.pool.take(key) if cfg.connection_cache else None
-        if ps is not None and not set(ps.conns) <= set(self._backend_targets()):
+        if ps is not None and set(ps.conns) != set(self._backend_targets()):
+            # a node went down, or came back since (a session that lost a node keeps its slot)
             self.worker.pool.discard(ps.slot)
             ps = None
         io = ClientIO(self.sock)
@@ -306,7 +309,9 @@ class Session:
                                             f"'{self.view.clustering_mode}' is not supported yet"))
         from pgpool import router
         st = self.startup
-        self.route_state = router.SessionRouteState(st.database, st.application_name)
+        self.route_state = router.SessionRouteState(st.database, st.application_name,
+                                                    counters=self.slot.route_cnt,
+                                                    catalog=self.worker.catalog.bind(self))
         view = restrict(self.view, set(self.conns))
         self.view = view
         lb = self.route_state.choose_load_balance_node(view, self.cfg)
@@ -316,8 +321,16 @@ class Session:
     def _relay(self) -> None:
         router = self._make_router()
         local = LocalCommands(self)
-        relay = Relay(self.sock, self.conns, router, local, self.stats,
-                      idle_limit=self.cfg.client_idle_limit, on_status=self._on_status)
+        if isinstance(router, StreamRouting):
+            # the primary is the one node the session cannot lose; others come and go
+            relay = Relay(self.sock, self.conns, router, local, self.stats,
+                          idle_limit=self.cfg.client_idle_limit, on_status=self._on_status,
+                          essential=self.main_node, on_lost=self._node_lost,
+                          watch=self.shm.header, on_view_change=self._view_changed)
+            relay.generation = self.view.generation
+        else:
+            relay = Relay(self.sock, self.conns, router, local, self.stats,
+                          idle_limit=self.cfg.client_idle_limit, on_status=self._on_status)
         relay.cbuf += self.client_io.buf
         self.relay = relay
         self.slot.status = S.PS_IDLE
@@ -336,11 +349,43 @@ class Session:
             self._send_quietly(fatal("08P01", str(e)))
             self.log("LOG", f"protocol violation from client: {e}")
         except BackendLost as e:
-            self.worker.backend_failed(e.node_id, str(e))
+            self.worker.backend_failed(e.node_id, str(e), shutdown=e.shutdown)
             self._send_quietly(fatal("08006", f"unable to read data from DB node {e.node_id}",
                                      str(e)))
             self.log("LOG", f"lost connection to backend node {e.node_id}: {e}")
             self._close_conns()
+
+    # ---- nodes going away mid-session ----------------------------------------------------
+
+    def _node_lost(self, node: int, message: str, shutdown: bool, report: bool) -> None:
+        """The relay dropped a node other than the primary: route around it from now on."""
+        self.log("LOG", f"session goes on without backend node {node}", message)
+        self.slot.pools[self.ps.slot].conns[node].connected = 0
+        self._route_around_lost_nodes(self.worker.current_view())
+        if report:
+            self.worker.backend_failed(node, message, shutdown=shutdown)
+
+    def _view_changed(self) -> None:
+        """The shared node table changed (between two units): drop the nodes now down; the
+        primary going down ends the session."""
+        view = self.worker.current_view()
+        if not view.usable(self.main_node):
+            raise BackendLost(self.main_node, f"backend node {self.main_node} is down")
+        for node in [n for n in self.conns if not view.usable(n)]:
+            self.relay.lose(node, f"backend node {node} was detached", report=False)
+        self._route_around_lost_nodes(view)
+
+    def _route_around_lost_nodes(self, view) -> None:
+        """Routing sees `view` minus the nodes this session has no connection to; a lost
+        load-balance node is replaced by the primary."""
+        view = restrict(view, set(self.conns))
+        self.view = view
+        router = self.relay.router
+        router.set_view(view)
+        state = self.route_state
+        if state.load_balance_node is not None and state.load_balance_node not in self.conns:
+            state.load_balance_node = self.main_node
+            self.slot.pools[self.ps.slot].load_balancing_node = self.main_node
 
     def _on_status(self, busy: bool, txn: bytes) -> None:
         if busy:
@@ -357,16 +402,9 @@ class Session:
         cfg.refresh_attributes()
         self.cfg = cfg
         if self.relay is not None:
-            router = self.relay.router
-            if hasattr(router, "logging"):
-                router.logging = bool(cfg.log_statement or cfg.log_per_node_statement)
-            if hasattr(router, "cfg"):
-                router.cfg = cfg
+            self.relay.router.configure(cfg)
             self.relay.idle_limit = cfg.client_idle_limit
         log.configure(cfg)
-
-    def is_volatile(self, func_name: str):
-        return self.worker.catalog.is_volatile(self, func_name)
 
     # ---- end of session ----------------------------------------------------------------
 

@@ -10,6 +10,10 @@ nowhere else. A statement sqlglot cannot parse is "unparsable": not a read, sent
 The `target` fact follows pgpool-II's send_to_where(): "either" (a read that may be load
 balanced), "primary", "both" (primary and load-balance node: transaction control, most SET,
 DISCARD, weak LOCK), or "follow" (EXECUTE / DEALLOCATE go where their PREPARE went).
+EXPLAIN follows the manual (4.3.5's code sends every EXPLAIN to the primary): a plain EXPLAIN of
+a query, and EXPLAIN ANALYZE of a read, may be load balanced. DDL and LOCK / TRUNCATE / COPY
+report the relations they touch, and `temp_ops` says which temporary relations a statement
+creates or drops (check_temp_table = trace, dml_adaptive).
 """
 from __future__ import annotations
 
@@ -70,6 +74,10 @@ class StatementFacts:
     functions: tuple[str, ...] = ()  # called functions, "schema.name" when qualified
     tables: tuple[str, ...] = ()     # referenced tables, "schema.name" when qualified
     uses_system_catalog: bool = False
+    # temporary relations created / dropped, in order: ("create" | "create_drop" (ON COMMIT
+    # DROP) | "drop" | "discard", names)
+    temp_ops: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    temp_schema: bool = False       # names a relation in pg_temp (a temporary one, certainly)
 
     @property
     def standby_begin(self) -> bool:
@@ -127,7 +135,7 @@ _SELECT_START = frozenset("sS(wWtT;")
 # First keywords whose facts never depend on literal values: keyed without literals.
 _NORMALIZED = frozenset((
     "SELECT", "WITH", "VALUES", "TABLE", "(", "INSERT", "UPDATE", "DELETE", "MERGE",
-    "EXECUTE", "PREPARE", "CALL", "EXPLAIN", "COPY",
+    "EXECUTE", "PREPARE", "CALL", "COPY",
 ))
 
 
@@ -186,6 +194,48 @@ def _close_paren(tokens, open_index: int) -> int | None:
             if depth == 0:
                 return i
     return None
+
+
+def _name_part(tok, stmt: str) -> str:
+    """One identifier as PostgreSQL folds it: bare words lower case, quoted ones as written."""
+    return tok[1] if tok[0] == "qid" else stmt[tok[2]:tok[3]].lower()
+
+
+def _name_at(toks, i: int, stmt: str) -> tuple[str | None, int]:
+    """The relation name starting at toks[i] ("schema.name" when qualified; a database part is
+    dropped) and the index after it; None if there is no name there."""
+    if i >= len(toks) or toks[i][0] not in ("id", "qid"):
+        return None, i
+    parts = [_name_part(toks[i], stmt)]
+    i += 1
+    while (i + 1 < len(toks) and toks[i][:2] == ("punct", ".")
+           and toks[i + 1][0] in ("id", "qid")):
+        parts.append(_name_part(toks[i + 1], stmt))
+        i += 2
+    return ".".join(parts[-2:]), i
+
+
+def _name_list(toks, i: int, stmt: str) -> tuple[str, ...]:
+    """`[ONLY] name [*] [, ...]` as in DROP / TRUNCATE / LOCK."""
+    names = []
+    while i < len(toks):
+        if toks[i][:2] == ("id", "ONLY"):
+            i += 1
+        name, i = _name_at(toks, i, stmt)
+        if name is None:
+            break
+        names.append(name)
+        if i < len(toks) and toks[i][:2] == ("punct", "*"):
+            i += 1
+        if i >= len(toks) or toks[i][:2] != ("punct", ","):
+            break
+        i += 1
+    return tuple(names)
+
+
+def _relname(name: str) -> str:
+    """The relation part of a possibly schema-qualified name."""
+    return name.rpartition(".")[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,13 +327,18 @@ def _select_like(kind: str, stmt: str, toks, words) -> dict:
         if dml is None:  # sqlglot accepted something that is not a query we model
             return {"kind": "select", "parsed": False}
         return {"kind": dml, **_objects(tree, stmt)}
-    into = tree.find(exp.Into) is not None
+    into = tree.find(exp.Into)
     locks = tree.find(exp.Lock) is not None
     writing_cte = any(not isinstance(c.this, _READ_QUERY) for c in tree.find_all(exp.CTE))
-    read = not (into or locks or writing_cte)
-    return {"kind": "select", "select_into": into, "for_update_share": locks,
-            "writing_cte": writing_cte, "is_read_only": read,
-            "target": "either" if read else "primary", **_objects(tree, stmt)}
+    read = not (into is not None or locks or writing_cte)
+    out = {"kind": "select", "select_into": into is not None, "for_update_share": locks,
+           "writing_cte": writing_cte, "is_read_only": read,
+           "target": "either" if read else "primary", **_objects(tree, stmt)}
+    if into is not None and into.args.get("temporary") and isinstance(into.this, exp.Table):
+        name = _table_name(into.this)
+        if name:
+            out["temp_ops"] = (("create", (_relname(name),)),)
+    return out
 
 
 def _dml(kind: str, stmt: str, toks, words) -> dict:
@@ -370,8 +425,10 @@ def _reset(kind, stmt, toks, words) -> dict:
 
 
 def _discard(kind, stmt, toks, words) -> dict:
-    return {"kind": "discard", "target": "both",
-            "isolation_reset": words[1:2] == ["ALL"]}
+    out = {"kind": "discard", "target": "both", "isolation_reset": words[1:2] == ["ALL"]}
+    if words[1:2] in (["ALL"], ["TEMP"], ["TEMPORARY"]):
+        out["temp_ops"] = (("discard", ()),)
+    return out
 
 
 def _lock(kind, stmt, toks, words) -> dict:
@@ -380,8 +437,100 @@ def _lock(kind, stmt, toks, words) -> dict:
         tail = words[len(words) - words[::-1].index("IN"):]
         if "MODE" in tail:
             mode = LOCK_MODES.get(" ".join(tail[:tail.index("MODE")]), mode)
-    return {"kind": "lock", "lock_mode": mode,
+    first = 2 if words[1:2] == ["TABLE"] else 1
+    return {"kind": "lock", "lock_mode": mode, "tables": _name_list(toks, first, stmt),
             "target": "primary" if mode >= ROW_EXCLUSIVE else "both"}
+
+
+_CREATE_MODIFIERS = frozenset(("OR", "REPLACE", "GLOBAL", "LOCAL", "TEMP", "TEMPORARY",
+                               "UNLOGGED"))
+_TEMP_WORDS = frozenset(("TEMP", "TEMPORARY"))
+_RELATION_WORDS = frozenset(("TABLE", "VIEW", "SEQUENCE"))
+
+
+def _create(kind, stmt, toks, words) -> dict:
+    """CREATE [OR REPLACE] [TEMP | UNLOGGED ...] TABLE | VIEW | SEQUENCE [IF NOT EXISTS] name."""
+    i = 1
+    while i < len(words) and words[i] in _CREATE_MODIFIERS:
+        i += 1
+    if i >= len(words) or words[i] not in _RELATION_WORDS:
+        return {"kind": "ddl"}
+    modifiers = set(words[1:i])
+    i += 1
+    if words[i:i + 3] == ["IF", "NOT", "EXISTS"]:
+        i += 3
+    name, _ = _name_at(toks, i, stmt)
+    if name is None:
+        return {"kind": "ddl"}
+    out = {"kind": "ddl", "tables": (name,)}
+    if modifiers & _TEMP_WORDS:
+        drop = any(words[j:j + 3] == ["ON", "COMMIT", "DROP"] for j in range(i, len(words)))
+        out["temp_ops"] = (("create_drop" if drop else "create", (_relname(name),)),)
+    return out
+
+
+def _drop(kind, stmt, toks, words) -> dict:
+    """DROP TABLE | VIEW | SEQUENCE [IF EXISTS] name [, ...]."""
+    if words[1:2] and words[1] in _RELATION_WORDS:
+        names = _name_list(toks, 4 if words[2:4] == ["IF", "EXISTS"] else 2, stmt)
+        return {"kind": "ddl", "tables": names,
+                "temp_ops": (("drop", tuple(_relname(n) for n in names)),)}
+    return {"kind": "ddl"}
+
+
+def _truncate(kind, stmt, toks, words) -> dict:
+    return {"kind": "ddl", "tables": _name_list(toks, 2 if words[1:2] == ["TABLE"] else 1, stmt)}
+
+
+def _alter(kind, stmt, toks, words) -> dict:
+    """ALTER TABLE [IF EXISTS] [ONLY] name ... (other ALTERs name no table)."""
+    if words[1:2] != ["TABLE"]:
+        return {"kind": "ddl"}
+    i = 4 if words[2:4] == ["IF", "EXISTS"] else 2
+    return {"kind": "ddl", "tables": _name_list(toks, i, stmt)[:1]}
+
+
+_EXPLAIN_WORDS = frozenset(("ANALYZE", "ANALYSE", "VERBOSE"))
+_EXPLAIN_BALANCED = frozenset(("select", "insert", "update", "delete", "merge"))
+
+
+def _explain_analyze(toks, words, i: int) -> tuple[bool, int] | None:
+    """(ANALYZE given and true, index of the explained statement); None if malformed."""
+    if toks[i][:2] == ("punct", "("):
+        close = _close_paren(toks, i)
+        if close is None:
+            return None
+        analyze = False
+        for j in range(i + 1, close):
+            if words[j] in ("ANALYZE", "ANALYSE") and words[j - 1] in ("(", ","):
+                value = words[j + 1] if j + 1 < close else ","
+                analyze = value in (",", ")") or value not in _FALSE_WORDS
+        return analyze, close + 1
+    analyze = False
+    while i < len(words) and words[i] in _EXPLAIN_WORDS:
+        analyze = analyze or words[i] != "VERBOSE"
+        i += 1
+    return analyze, i
+
+
+def _explain(kind, stmt, toks, words) -> dict:
+    """EXPLAIN [ANALYZE] [VERBOSE] statement / EXPLAIN (options) statement.
+
+    Without ANALYZE nothing runs: an EXPLAIN of a query may be load balanced (its functions and
+    relations still count). EXPLAIN ANALYZE runs the statement: balanced only for a read."""
+    found = _explain_analyze(toks, words, 1) if len(toks) > 1 else None
+    if found is None or found[1] >= len(toks):
+        return {"kind": "explain", "parsed": False}
+    analyze, i = found
+    inner = _analyse(stmt[toks[i][2]:])
+    out = {"kind": "explain", "inner": inner, "parsed": inner.parsed,
+           "functions": inner.functions, "tables": inner.tables,
+           "uses_system_catalog": inner.uses_system_catalog}
+    if inner.target == "follow":                      # EXPLAIN [ANALYZE] EXECUTE name
+        out.update(target="follow", stmt_name=inner.stmt_name, is_read_only=not analyze)
+    elif (inner.is_read_only if analyze else inner.kind in _EXPLAIN_BALANCED):
+        out.update(target="either", is_read_only=True)
+    return out
 
 
 def _prepare(kind, stmt, toks, words) -> dict:
@@ -429,9 +578,12 @@ def _copy(kind, stmt, toks, words) -> dict:
     if i >= len(toks) or words[i] not in ("FROM", "TO"):
         return {"kind": "copy_to", "parsed": False}
     stdio = i + 1 < len(toks) and words[i + 1] in ("STDOUT", "STDIN")
+    name = None if inner is not None else _name_at(toks, 1, stmt)[0]
+    tables = (name,) if name else ()
     if words[i] == "FROM":
-        return {"kind": "copy_from", "copy_stdio": stdio}
-    out = {"kind": "copy_to", "copy_stdio": stdio, "target": "either"}
+        return {"kind": "copy_from", "copy_stdio": stdio, "tables": tables}
+    out = {"kind": "copy_to", "copy_stdio": stdio, "target": "either", "tables": tables,
+           "uses_system_catalog": bool(name) and _is_catalog(name)}
     if inner is not None:
         out.update(functions=inner.functions, tables=inner.tables,
                    uses_system_catalog=inner.uses_system_catalog)
@@ -467,14 +619,15 @@ _HANDLERS = {
     "PREPARE": _prepare, "EXECUTE": _named, "DEALLOCATE": _named,
     "LOCK": _lock, "COPY": _copy,
     "LISTEN": _plain("listen"), "UNLISTEN": _plain("unlisten"), "NOTIFY": _plain("notify"),
-    "EXPLAIN": _plain("explain"), "VACUUM": _plain("vacuum"), "ANALYZE": _plain("vacuum"),
+    "EXPLAIN": _explain, "VACUUM": _plain("vacuum"), "ANALYZE": _plain("vacuum"),
     "ANALYSE": _plain("vacuum"), "CALL": _plain("call"), "DO": _plain("do"),
     "DECLARE": _plain("cursor"), "FETCH": _plain("cursor"), "MOVE": _plain("cursor"),
     "CLOSE": _plain("cursor"),
 }
 _HANDLERS.update({w: _plain("ddl") for w in (
-    "CREATE", "ALTER", "DROP", "TRUNCATE", "GRANT", "REVOKE", "COMMENT", "REINDEX", "CLUSTER",
-    "REFRESH", "SECURITY", "IMPORT", "REASSIGN")})
+    "GRANT", "REVOKE", "COMMENT", "REINDEX", "CLUSTER", "REFRESH", "SECURITY", "IMPORT",
+    "REASSIGN")})
+_HANDLERS.update(CREATE=_create, DROP=_drop, TRUNCATE=_truncate, ALTER=_alter)
 _KIND_OF_WORD = {"INSERT": "insert", "UPDATE": "update", "DELETE": "delete", "MERGE": "merge",
                  "EXECUTE": "execute", "DEALLOCATE": "deallocate", "SAVEPOINT": "savepoint",
                  "RELEASE": "release"}
@@ -498,6 +651,8 @@ def _analyse_one(stmt: str) -> StatementFacts:
         fields = handler(kind, stmt, toks, _words(toks))
     except (IndexError, ValueError):  # malformed statement the keyword parser cannot follow
         fields = {"parsed": False}
+    if any(t.startswith("pg_temp") and "." in t for t in fields.get("tables", ())):
+        fields["temp_schema"] = True
     return StatementFacts(**{"kind": kind, **fields})
 
 
@@ -518,7 +673,9 @@ def _analyse(sql: str) -> StatementFacts:
         parsed=all(f.parsed for f in every),
         functions=tuple(dict.fromkeys(n for f in every for n in f.functions)),
         tables=tuple(dict.fromkeys(n for f in every for n in f.tables)),
-        uses_system_catalog=any(f.uses_system_catalog for f in every), **text)
+        uses_system_catalog=any(f.uses_system_catalog for f in every),
+        temp_ops=tuple(op for f in every for op in f.temp_ops),
+        temp_schema=any(f.temp_schema for f in every), **text)
 
 
 _cache: OrderedDict[str, StatementFacts] = OrderedDict()   # normalized key -> facts

@@ -41,9 +41,9 @@ NO_RESTART_2 = ("Do not restart children because we are failing back node id 2 h
 
 # Each row: table, request, expected fields of the Plan.
 CASES = {
-    "standby down: partial restart, primary kept": (
+    "standby down: nobody restarted, primary kept": (
         table(), down(2),
-        dict(down=(2,), new_main=0, commands=("fo 2 0 0 0",), primary=0, restart=P.RESTART_PARTIAL,
+        dict(down=(2,), new_main=0, commands=("fo 2 0 0 0",), primary=0, restart=P.RESTART_NONE,
              restart_log=PARTIAL_2, logs=("starting degeneration. shutdown host h2(5002)",))),
     "standby down after a health check timeout: every worker": (
         table(), down(2, S.REQ_FLAG_HEALTH_CHECK | P.REQ_FLAG_FULL_RESTART),
@@ -214,17 +214,3 @@ def test_search_candidates_and_next_main():
 def test_done_message(req, text):
     tbl = table("UUD") if req.kind == S.REQ_NODE_UP else table()
     assert P.done_message(tbl, P.plan_request(tbl, req)) == text
-
-
-WORKERS = [P.Worker(10, 0, 2), P.Worker(11, -1, 2), P.Worker(12, 1, 1), P.Worker(13, 3, 2),
-           P.Worker(0, 0, 2)]
-
-
-@pytest.mark.parametrize("policy, pids, lines", [
-    (P.RESTART_ALL, [10, 11, 12, 13], []),
-    (P.RESTART_NONE, [], []),
-    (P.RESTART_PARTIAL, [10, 13], ["child pid 10 needs to restart because pool 0 uses backend 2",
-                                   "child pid 13 needs to restart because pool 3 uses backend 2"]),
-])
-def test_restart_targets(policy, pids, lines):
-    assert P.restart_targets(WORKERS, policy, 2) == (pids, lines)
