@@ -18,6 +18,7 @@ import struct
 from typing import Callable, Protocol
 
 from pgpool.auth import md5 as md5mod
+from pgpool.auth import pam
 from pgpool.auth import scram
 from pgpool.auth.pool_passwd import (AES_DECRYPT_FAILED, KEY_HINT, PasswordType, UnsupportedPasswordError,
                                      password_type, plain_password)
@@ -181,24 +182,25 @@ def _auth_scram(io: MessageIO, user: str, stored: str | None, ctx: dict) -> None
         raise AuthError(failure, f'pool_passwd file does not contain valid SCRAM entry for "{user}"',
                         INVALID_AUTHORIZATION, "FATAL")
     try:
-        server = scram.ScramServer(secret, nonce=ctx["nonce"])
+        server = scram.ScramServer(secret, nonce=ctx["nonce"], channel_binding=ctx["channel_binding"])
     except ValueError:
         raise AuthError(failure, f'pool_passwd file does not contain valid SCRAM entry for "{user}"',
                         INVALID_AUTHORIZATION, "FATAL") from None
-    io.send(auth_request(AUTH_SASL, scram.MECHANISM.encode() + b"\0\0"))
+    offered = server.mechanisms()
+    io.send(auth_request(AUTH_SASL, b"".join(name.encode() + b"\0" for name in offered) + b"\0"))
     mechanism, first = _sasl_initial_response(_read_password_packet(io))
-    if mechanism == scram.MECHANISM_PLUS:
+    if mechanism == scram.MECHANISM_PLUS and mechanism not in offered:
         raise AuthError("client selected an invalid SASL authentication mechanism",
-                        "SCRAM channel binding (SCRAM-SHA-256-PLUS) is not supported by pgpool; "
-                        "only SCRAM-SHA-256 is offered", FEATURE_NOT_SUPPORTED, "FATAL")
-    if mechanism != scram.MECHANISM:
+                        "SCRAM channel binding (SCRAM-SHA-256-PLUS) is offered on SSL connections only",
+                        FEATURE_NOT_SUPPORTED, "FATAL")
+    if mechanism not in offered:
         raise AuthError("client selected an invalid SASL authentication mechanism",
                         sqlstate=PROTOCOL_VIOLATION, severity="FATAL")
     try:
         if first is None:                   # no initial response: ask for it with an empty challenge
             io.send(auth_request(AUTH_SASL_CONTINUE))
             first = _read_password_packet(io)
-        io.send(auth_request(AUTH_SASL_CONTINUE, server.first(first)))
+        io.send(auth_request(AUTH_SASL_CONTINUE, server.first(first, plus=mechanism == scram.MECHANISM_PLUS)))
         final = server.final(_read_password_packet(io))
     except scram.ScramError as exc:
         raise AuthError(exc.message, exc.detail, exc.sqlstate, "FATAL") from None
@@ -216,12 +218,24 @@ def _auth_reject(io: MessageIO, user: str, stored: str | None, ctx: dict) -> Non
 
 
 def _auth_cert(io: MessageIO, user: str, stored: str | None, ctx: dict) -> None:
-    cn = ctx["cert_cn"]
-    if not ctx["ssl"]:
-        raise AuthError("CERT authentication failed", "CERT authentication is not supported without SSL",
-                        INVALID_AUTHORIZATION)
+    """The CN of the client's verified certificate must equal the user name (case-insensitive,
+    as pgpool-II); without SSL or a certificate there is none."""
+    cn = ctx["cert_cn"] if ctx["ssl"] else None
     if cn is None or cn.lower() != user.lower():
         raise AuthError("CERT authentication failed", "no valid certificate presented", INVALID_AUTHORIZATION)
+
+
+def _auth_pam(io: MessageIO, user: str, stored: str | None, ctx: dict) -> str:
+    """PAM: the client's cleartext password is checked by PAM service ``pam_service``; it is
+    returned, so pgpool can log in to PostgreSQL with it (pgpool-II uses pool_passwd only)."""
+    try:
+        pam.check_service(ctx["pam_service"])
+        io.send(auth_request(AUTH_CLEARTEXT))
+        password = _cstring(_read_password_packet(io))
+        pam.authenticate(user, password, ctx["pam_service"])
+    except pam.PamError as exc:
+        raise AuthError(exc.message, exc.detail, exc.sqlstate, "FATAL", exc.hint) from None
+    return password
 
 
 def _auth_not_yet(method_name: str) -> Callable[..., None]:
@@ -239,18 +253,22 @@ FRONTEND_METHODS: dict[str, Callable[[MessageIO, str, str | None, dict], str | N
     "md5": _auth_md5,
     "scram-sha-256": _auth_scram,
     "cert": _auth_cert,
-    "pam": _auth_not_yet("PAM"),
+    "pam": _auth_pam,
     "ldap": _auth_not_yet("LDAP"),
 }
 
 
 def authenticate_frontend(io: MessageIO, method: str, user: str, database: str, stored_secret: str | None,
                           *, client_host: str = "[local]", ssl: bool = False, cert_cn: str | None = None,
+                          channel_binding: bytes | None = None, pam_service: str = "pgpool",
                           random: Callable[[int], bytes] = os.urandom, scram_nonce: str | None = None) -> str | None:
     """Authenticate a client with pool_hba.conf ``method`` against ``stored_secret`` (the user's
     pool_passwd password, None when there is no entry).  Returns the client's cleartext password
-    when the method revealed it ("password"), else None.  Raises AuthError; does not send
-    AuthenticationOk.  ``random`` / ``scram_nonce`` make the md5 salt / SCRAM nonce reproducible."""
+    when the method revealed it ("password", "pam"), else None.  Raises AuthError; does not send
+    AuthenticationOk.  ``ssl``: the client is on TLS; ``cert_cn``: the CN of its verified
+    certificate; ``channel_binding``: our tls-server-end-point data (SCRAM-SHA-256-PLUS is then
+    offered); ``pam_service``: the pool_hba.conf line's PAM service.  ``random`` / ``scram_nonce``
+    make the md5 salt / SCRAM nonce reproducible."""
     try:
         handler = FRONTEND_METHODS[method]
     except KeyError:
@@ -258,6 +276,7 @@ def authenticate_frontend(io: MessageIO, method: str, user: str, database: str, 
                         f'authentication with pgpool failed for user "{user}": invalid authentication method',
                         INVALID_AUTHORIZATION, "FATAL", HINT_SEE_LOG) from None
     ctx = {"client_host": client_host, "database": database, "ssl": ssl, "cert_cn": cert_cn,
+           "channel_binding": channel_binding if ssl else None, "pam_service": pam_service,
            "random": random, "nonce": scram_nonce}
     return handler(io, user, stored_secret, ctx)
 
@@ -292,11 +311,15 @@ def _backend_recv(io: MessageIO) -> tuple[int, bytes]:
         return _I32.unpack_from(payload)[0], payload[4:]
 
 
-def _backend_scram(io: MessageIO, user: str, password: str | None, mechanisms_data: bytes) -> None:
+def _backend_scram(io: MessageIO, user: str, password: str | None, mechanisms_data: bytes,
+                   channel_binding: bytes | None) -> None:
     mechanisms = [m.decode("ascii", "replace") for m in mechanisms_data.split(b"\0") if m]
     try:
-        mechanism = scram.choose_mechanism(mechanisms)
-        client = scram.ScramClient(_plain_for_backend(password, "SCRAM", user))
+        mechanism = scram.choose_mechanism(mechanisms, can_bind=channel_binding is not None)
+        plus = mechanism == scram.MECHANISM_PLUS
+        client = scram.ScramClient(_plain_for_backend(password, "SCRAM", user),
+                                   channel_binding=channel_binding if plus else None,
+                                   tls=channel_binding is not None)
         io.send(password_message(mechanism.encode() + b"\0" + _I32.pack(len(client.first())) + client.first()))
         code, data = _backend_recv(io)
         if code != AUTH_SASL_CONTINUE:
@@ -312,12 +335,17 @@ def _backend_scram(io: MessageIO, user: str, password: str | None, mechanisms_da
         raise _backend_failure(f"SCRAM authentication failed for user:{user}: {exc}", exc.sqlstate) from None
 
 
-def authenticate_backend(io: MessageIO, user: str, password: str | None) -> None:
+def authenticate_backend(io: MessageIO, user: str, password: str | None, *,
+                         channel_binding: bytes | None = None, first: tuple[int, bytes] | None = None) -> None:
     """Log in to PostgreSQL as ``user`` after the StartupMessage was sent.  ``password`` is plain
     (``TEXT``-prefixed allowed) or an ``md5...`` hash (enough for md5, not for cleartext or SCRAM).
-    Returns when AuthenticationOk has been read."""
+    ``channel_binding``: the server's tls-server-end-point data on a TLS connection (then
+    SCRAM-SHA-256-PLUS is used when offered, else the "y" flag says we could bind); ``first``:
+    the first request (code, data) when the caller already read it.  Returns when
+    AuthenticationOk has been read."""
     while True:
-        code, data = _backend_recv(io)
+        code, data = first if first is not None else _backend_recv(io)
+        first = None
         if code == AUTH_OK:
             return
         if code == AUTH_CLEARTEXT:
@@ -330,7 +358,7 @@ def authenticate_backend(io: MessageIO, user: str, password: str | None) -> None
                 else _plain_for_backend(password, "md5", user)
             io.send(password_message(md5mod.salted_response(user, secret, data[:md5mod.SALT_LEN]).encode() + b"\0"))
         elif code == AUTH_SASL:
-            _backend_scram(io, user, password, data)
+            _backend_scram(io, user, password, data, channel_binding)
         else:
             raise _backend_failure(f"unsupported auth kind received from backend: authkind:{code}",
                                    FEATURE_NOT_SUPPORTED)

@@ -24,6 +24,7 @@ MAX_INCLUDE_DEPTH = 10
 CONN_TYPES = ("local", "host", "hostssl", "hostnossl")
 METHODS = ("trust", "reject", "password", "md5", "scram-sha-256", "cert", "pam", "ldap")
 ADDRESS_KEYWORDS = ("all", "samehost", "samenet")
+DEFAULT_PAM_SERVICE = "pgpool"
 
 # Authentication option -> the method it belongs to.  A pam option on another method is only
 # warned about (pgpool-II logs it and keeps the line); an ldap option there is an error.
@@ -67,6 +68,11 @@ class HbaRule:
     hostname: str | None = None             # a host name (".suffix" matches a domain)
     options: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def pam_service(self) -> str:
+        """The PAM service of a ``pam`` line: its ``pamservice`` option, else "pgpool"."""
+        return self.options.get("pamservice") or DEFAULT_PAM_SERVICE
+
 
 @dataclass(frozen=True)
 class HbaIssue:
@@ -78,9 +84,7 @@ class HbaIssue:
     hint: str | None = None
 
     def __str__(self) -> str:
-        where = (f'line {self.line_number} of configuration file "{self.filename}"'
-                 if self.line_number is not None else f'configuration file "{self.filename}"')
-        return f"{self.message} ({where})" + (f"; hint: {self.hint}" if self.hint else "")
+        return f"{self.message} ({_where(self)})" + (f"; hint: {self.hint}" if self.hint else "")
 
 
 class HbaError(Exception):
@@ -446,3 +450,27 @@ class HbaConfig:
                 hostname.append(self.resolve_hostname(client))
             return hostname[0] is not None and hostname_matches(rule.hostname, hostname[0])
         return _in_range(client, rule.address, rule.mask)
+
+
+def load_hba_logged(path: str | os.PathLike, ssl_enabled: bool, previous: HbaConfig | None) -> HbaConfig | None:
+    """What pgpool-II does at start and on reload: read ``path``, log its warnings and return the
+    new rules; when it has errors, log each (file and line) and keep ``previous`` (None at start:
+    every client is then refused with "missing or erroneous pool_hba.conf file")."""
+    from pgpool import log
+    try:
+        config = load_hba(path, ssl_enabled)
+    except HbaError as exc:
+        for issue in exc.errors:
+            log.log("LOG", issue.message, detail=_where(issue), hint=issue.hint)
+        log.log("LOG", f'failed to load "{os.path.abspath(os.fspath(path))}"',
+                detail="the previous pool_hba.conf rules stay in force" if previous is not None
+                else "no pool_hba.conf rules: every client is refused until it is fixed and reloaded")
+        return previous
+    for issue in config.warnings:
+        log.log("LOG", issue.message, detail=_where(issue), hint=issue.hint)
+    return config
+
+
+def _where(issue: HbaIssue) -> str:
+    return (f'line {issue.line_number} of configuration file "{issue.filename}"'
+            if issue.line_number is not None else f'configuration file "{issue.filename}"')

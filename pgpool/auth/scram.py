@@ -3,13 +3,19 @@
 Pure: no sockets.  The client side is what pgpool uses to log in to PostgreSQL with a plain
 password; the server side authenticates a client against a stored verifier
 (``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``) or a plain password.
-Channel binding (SCRAM-SHA-256-PLUS) is not supported: only ``SCRAM-SHA-256`` is offered and chosen.
+
+Channel binding (``SCRAM-SHA-256-PLUS``, type ``tls-server-end-point``, RFC 5929) is used when the
+caller passes the channel-binding data of a TLS connection (the hash of the server certificate, see
+:func:`pgpool.proxy.tls.end_point_hash`): the server side then offers and checks it, the client side
+chooses it when the server offers it (as libpq's ``channel_binding=prefer``).  Without that data
+only ``SCRAM-SHA-256`` is offered and chosen.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -24,7 +30,10 @@ DEFAULT_ITERATIONS = 4096
 SALT_LEN = 16                 # PostgreSQL's SCRAM_DEFAULT_SALT_LEN
 NONCE_RAW_LEN = 18            # PostgreSQL's SCRAM_RAW_NONCE_LEN
 KEY_LEN = 32                  # SHA-256 digest size
+CBIND_TYPE = "tls-server-end-point"
 GS2_HEADER_NO_BINDING = "n,,"
+GS2_HEADER_NO_SERVER_BINDING = "y,,"            # client could bind, server did not offer it
+GS2_HEADER_BINDING = f"p={CBIND_TYPE},,"
 CBIND_NO_BINDING = {"n": "biws", "y": "eSws"}   # base64 of the gs2 header "n,," / "y,,"
 
 PROTOCOL_VIOLATION = "08P01"
@@ -154,6 +163,13 @@ def verify_plain_password(password: str | bytes, verifier: str | ScramVerifier) 
     return hmac.compare_digest(candidate.server_key, v.server_key)
 
 
+@functools.lru_cache(maxsize=256)
+def verifier_of_plain(password: str) -> ScramVerifier:
+    """A verifier for a plain (pool_passwd) password, made once per process: PBKDF2 is the
+    costly part of a SCRAM login, and a stored verifier keeps one salt too, as PostgreSQL's."""
+    return ScramVerifier.from_password(password)
+
+
 def make_nonce() -> str:
     return _b64(os.urandom(NONCE_RAW_LEN))
 
@@ -206,8 +222,11 @@ def _printable(nonce: str) -> bool:
 
 # ---- client side ---------------------------------------------------------------------------------
 
-def choose_mechanism(mechanisms: list[str]) -> str:
-    """The SASL mechanism pgpool picks from the server's list (never the -PLUS variant)."""
+def choose_mechanism(mechanisms: list[str], can_bind: bool = False) -> str:
+    """The SASL mechanism pgpool picks from the server's list: SCRAM-SHA-256-PLUS when
+    ``can_bind`` (a TLS connection with channel-binding data) and offered, else SCRAM-SHA-256."""
+    if can_bind and MECHANISM_PLUS in mechanisms:
+        return MECHANISM_PLUS
     if MECHANISM not in mechanisms:
         raise ScramError("none of the server's SASL authentication mechanisms are supported",
                          f"server offered: {', '.join(mechanisms) or 'nothing'}", FEATURE_NOT_SUPPORTED)
@@ -215,21 +234,27 @@ def choose_mechanism(mechanisms: list[str]) -> str:
 
 
 class ScramClient:
-    """The client half of one SCRAM-SHA-256 exchange (no channel binding).
+    """The client half of one SCRAM-SHA-256 exchange.
 
+    ``channel_binding``: the server's tls-server-end-point data, for SCRAM-SHA-256-PLUS;
+    ``tls``: the connection is TLS but the server did not offer -PLUS (the "y" flag).
     ``first()`` -> client-first-message; ``final(server_first)`` -> client-final-message;
     ``verify(server_final)`` checks the server's signature (ScramError when it is wrong).
     """
 
-    def __init__(self, password: str | bytes, nonce: str | None = None, username: str = ""):
+    def __init__(self, password: str | bytes, nonce: str | None = None, username: str = "",
+                 channel_binding: bytes | None = None, tls: bool = False):
         self.password = password
         self.nonce = nonce or make_nonce()
         # PostgreSQL ignores the SCRAM user name (the startup packet's is used); libpq sends "".
         self.first_bare = f"n={username},r={self.nonce}"
+        self.header = (GS2_HEADER_BINDING if channel_binding is not None
+                       else GS2_HEADER_NO_SERVER_BINDING if tls else GS2_HEADER_NO_BINDING)
+        self.cbind = _b64(self.header.encode() + (channel_binding or b""))
         self._server_signature: bytes | None = None
 
     def first(self) -> bytes:
-        return (GS2_HEADER_NO_BINDING + self.first_bare).encode()
+        return (self.header + self.first_bare).encode()
 
     def final(self, server_first: bytes) -> bytes:
         text = _decode(server_first)
@@ -246,7 +271,7 @@ class ScramClient:
             raise ScramError("malformed SCRAM message from server (invalid iteration count)")
         if not reader.at_end():
             raise ScramError("malformed SCRAM message from server (garbage at end of server-first-message)")
-        without_proof = f"c={CBIND_NO_BINDING['n']},r={nonce}"
+        without_proof = f"c={self.cbind},r={nonce}"
         auth_message = f"{self.first_bare},{text},{without_proof}".encode()
         salted = salted_password(self.password, salt, int(iterations))
         client_key = _hmac(salted, b"Client Key")
@@ -274,41 +299,78 @@ class ScramClient:
 class ScramServer:
     """The server half of one SCRAM-SHA-256 exchange, against a verifier or a plain password.
 
-    ``first(client_first)`` -> server-first-message; ``final(client_final)`` -> server-final-message
-    when the proof is right, None when the password is wrong.  Malformed input -> ScramError.
+    ``channel_binding``: our tls-server-end-point data when the client connection is TLS (then
+    SCRAM-SHA-256-PLUS is offered, see :meth:`mechanisms`); ``first(client_first, plus)`` ->
+    server-first-message (``plus``: the client chose -PLUS); ``final(client_final)`` ->
+    server-final-message when the proof is right, None when the password is wrong.  Malformed
+    input or a channel-binding mismatch -> ScramError.
     """
 
-    def __init__(self, secret: str | ScramVerifier, nonce: str | None = None):
+    def __init__(self, secret: str | ScramVerifier, nonce: str | None = None,
+                 channel_binding: bytes | None = None):
         if isinstance(secret, ScramVerifier):
             self.verifier = secret
         elif is_verifier(secret):
             self.verifier = ScramVerifier.parse(secret)
         else:
-            self.verifier = ScramVerifier.from_password(secret)
+            self.verifier = verifier_of_plain(secret)
         self.server_nonce = nonce or make_nonce()
+        self.channel_binding = channel_binding
+        self.expected_cbind = ""
         self.cbind_flag = ""
         self.client_nonce = ""
         self.client_first_bare = ""
         self.server_first = ""
 
-    def first(self, client_first: bytes) -> bytes:
-        text = _decode(client_first)
-        self.cbind_flag = text[:1]
-        if self.cbind_flag == "p":
+    def mechanisms(self) -> list[str]:
+        """The SASL mechanisms to offer, PostgreSQL's order."""
+        return [MECHANISM_PLUS, MECHANISM] if self.channel_binding is not None else [MECHANISM]
+
+    def _gs2_header_end(self, text: str, plus: bool) -> int:
+        """Check the gs2 header's channel-binding part; the index of the comma that ends it."""
+        self.cbind_flag = flag = text[:1]
+        if flag == "p" and self.channel_binding is None:
             raise ScramError("client requires SCRAM channel binding, but it is not supported",
-                             "pgpool offers SCRAM-SHA-256 only; connect with channel_binding=disable or prefer.",
-                             FEATURE_NOT_SUPPORTED)
-        if self.cbind_flag not in CBIND_NO_BINDING:
-            raise ScramError("malformed SCRAM message", f'Unexpected channel-binding flag "{self.cbind_flag}".')
-        if text[1:2] != ",":
-            raise ScramError("malformed SCRAM message", f'Comma expected, but found character "{text[1:2]}".')
-        if text[2:3] == "a":
+                             "pgpool offers channel binding only on SSL connections; connect with sslmode=require "
+                             "or channel_binding=disable.", FEATURE_NOT_SUPPORTED)
+        if flag not in ("n", "y", "p"):
+            raise ScramError("malformed SCRAM message", f'Unexpected channel-binding flag "{flag}".')
+        if plus and flag != "p":
+            raise ScramError("malformed SCRAM message", "The client selected SCRAM-SHA-256-PLUS, but the SCRAM "
+                                                        "message does not include channel binding data.")
+        if flag == "y" and self.channel_binding is not None:
+            raise ScramError("SCRAM channel binding negotiation error",
+                             "The client supports SCRAM channel binding but thinks the server does not.  "
+                             "However, this server does support channel binding.")
+        if flag != "p":
+            self.expected_cbind = CBIND_NO_BINDING[flag]
+            return 1
+        if not plus:
+            raise ScramError("malformed SCRAM message",
+                             "The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message "
+                             "includes channel binding data.")
+        end = text.find(",")
+        if not text.startswith("p=") or end < 0:
+            raise ScramError("malformed SCRAM message", 'Expected character "=" for attribute "p".')
+        if text[2:end] != CBIND_TYPE:
+            raise ScramError(f'unsupported SCRAM channel-binding type "{text[2:end]}"')
+        return end
+
+    def first(self, client_first: bytes, plus: bool = False) -> bytes:
+        text = _decode(client_first)
+        comma = self._gs2_header_end(text, plus)
+        if text[comma:comma + 1] != ",":
+            raise ScramError("malformed SCRAM message",
+                             f'Comma expected, but found character "{text[comma:comma + 1]}".')
+        if text[comma + 1:comma + 2] == "a":
             raise ScramError("client uses authorization identity, but it is not supported",
                              sqlstate=FEATURE_NOT_SUPPORTED)
-        if text[2:3] != ",":
+        if text[comma + 1:comma + 2] != ",":
             raise ScramError("malformed SCRAM message",
-                             f'Unexpected attribute "{text[2:3]}" in client-first-message.')
-        self.client_first_bare = text[3:]
+                             f'Unexpected attribute "{text[comma + 1:comma + 2]}" in client-first-message.')
+        if self.cbind_flag == "p":
+            self.expected_cbind = _b64(text[:comma + 2].encode() + self.channel_binding)
+        self.client_first_bare = text[comma + 2:]
         reader = _Reader(self.client_first_bare)
         if self.client_first_bare.startswith("m"):
             raise ScramError("client requires an unsupported SCRAM extension", sqlstate=FEATURE_NOT_SUPPORTED)
@@ -325,7 +387,10 @@ class ScramServer:
     def final(self, client_final: bytes) -> bytes | None:
         text = _decode(client_final)
         reader = _Reader(text)
-        if reader.expect("c") != CBIND_NO_BINDING.get(self.cbind_flag):
+        cbind = reader.expect("c")
+        if cbind != self.expected_cbind:
+            if self.cbind_flag == "p":
+                raise ScramError("SCRAM channel binding check failed")
             raise ScramError("unexpected SCRAM channel-binding attribute in client-final-message")
         nonce = reader.expect("r")
         proof_start = reader.pos

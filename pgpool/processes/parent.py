@@ -22,6 +22,7 @@ from pgpool.config import ConfigError, load_config
 from pgpool.ha.failover import Failover
 from pgpool.ha import plan as P
 from pgpool.processes.child import run_child
+from pgpool.proxy import tls
 from pgpool.state import shm as S
 from pgpool.state import probe
 from pgpool.state.status_file import discard_status_file, read_status_file, write_status_file
@@ -185,12 +186,12 @@ class Server:
     # ---- files read at start and on reload ---------------------------------------------
 
     def _load_auth_files(self, cfg) -> None:
-        from pgpool.auth.hba import load_hba
+        from pgpool.auth.hba import load_hba_logged
         from pgpool.auth.pool_passwd import PoolPasswd
         base = os.path.dirname(os.path.abspath(self.config_file))
         if cfg.enable_pool_hba:
             path = self.hba_file or os.path.join(base, "pool_hba.conf")
-            self.hba = load_hba(path)
+            self.hba = load_hba_logged(path, cfg.ssl, self.hba)
         else:
             self.hba = None
         pp = cfg.pool_passwd
@@ -286,6 +287,7 @@ class Server:
     def start(self) -> None:
         cfg = self.cfg
         self._load_auth_files(cfg)
+        tls.configure(cfg, self.config_file)
         self.shm = S.SharedState(cfg.num_init_children, cfg.max_pool, len(cfg.backends))
         self.shm.header.parent_pid = os.getpid()
         self._init_backends()

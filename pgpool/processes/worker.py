@@ -262,6 +262,8 @@ class Worker:
         new = self.server.reload_config(quiet=True)
         if new is not None:
             self.cfg = new
+            self.hba = self.server.hba
+            self.pool_passwd = self.server.pool_passwd
             log.configure(new)
             self.catalog = CatalogCache(new)
             self._view_gen = -1

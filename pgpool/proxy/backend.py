@@ -1,9 +1,12 @@
 """One connection from a worker to one PostgreSQL backend: connect, start up, authenticate."""
 
+import select
 import socket
+import ssl
 import struct
 
 from pgpool.protocol import messages as m
+from pgpool.proxy import tls
 
 _I32 = struct.Struct("!i")
 _I16 = struct.Struct("!h")
@@ -20,8 +23,10 @@ class BackendError(Exception):
         self.fields = fields or {}
 
 
-def open_socket(host: str, port: int, timeout: float | None) -> socket.socket:
-    """TCP (with TCP_NODELAY) or Unix-domain connection to a PostgreSQL server."""
+def open_socket(host: str, port: int, timeout: float | None, negotiate_ssl: bool = True) -> socket.socket:
+    """TCP (with TCP_NODELAY) or Unix-domain connection to a PostgreSQL server.  With ssl = on a
+    TCP connection first asks the server for SSL (pgpool-II does for every backend connection)
+    and is a TLS socket when it agreed; tls.TlsHandshakeError (an OSError) when that failed."""
     if not host or host.startswith("/"):
         path = f"{host or '/tmp'}/.s.PGSQL.{port}"
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -34,6 +39,13 @@ def open_socket(host: str, port: int, timeout: float | None) -> socket.socket:
     else:
         s = socket.create_connection((host, port), timeout=timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        context = tls.backend() if negotiate_ssl else None
+        if context is not None:
+            try:
+                s = tls.negotiate_backend(s, context)
+            except OSError:
+                s.close()
+                raise
     s.settimeout(None)
     return s
 
@@ -120,8 +132,15 @@ class BackendConn:
 
     def is_broken(self) -> bool:
         """True if the server closed the socket or sent something while idle."""
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket):     # no MSG_PEEK through TLS: anything readable counts
+            if sock.pending():
+                return True
+            poller = select.poll()
+            poller.register(self.fileno, select.POLLIN)
+            return bool(poller.poll(0))
         try:
-            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
             return False
         except OSError:

@@ -26,6 +26,7 @@ waits for it; in session mode the session's own reads go to the primary until it
 """
 
 import select
+import ssl
 import struct
 import time
 from collections import deque
@@ -136,6 +137,8 @@ class Relay:
         self._poller = None                     # made on first need (most sessions never poll)
         self._fast_nodes = tuple(conns)
         self._fd_node = {c.fileno: n for n, c in conns.items()}
+        self._tls = isinstance(client, ssl.SSLSocket) or any(isinstance(c.sock, ssl.SSLSocket)
+                                                             for c in conns.values())
         self._registered: dict[int, int] = {}
         self.stalled: set[int] = set()          # nodes with buffered replies for a later unit
         self.listening = False                  # the session ran LISTEN: watch for NOTIFY
@@ -232,7 +235,7 @@ class Relay:
                 reg[fd] = ev
         idle = not self.units and self.open_unit is None
         timeout = self.idle_limit * 1000 if (idle and self.idle_limit > 0) else None
-        events = poller.poll(timeout)
+        events = (self._tls_pending(want) if self._tls else None) or poller.poll(timeout)
         if not events:
             raise ClientIdle(self.idle_limit)
         # backends first: handling the client's request may read a backend itself (a commit
@@ -256,6 +259,15 @@ class Relay:
                     and not self.units and self.open_unit is None):
                 self._view_changed()
             self.on_client_data(data)
+
+    def _tls_pending(self, want) -> list:
+        """(fd, POLLIN) of the wanted TLS sockets already holding decrypted bytes."""
+        ready = []
+        for fd in want:
+            sock = self.client if fd == self.cfileno else self.conns[self._fd_node[fd]].sock
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                ready.append((fd, select.POLLIN))
+        return ready
 
     # ---- client side ---------------------------------------------------------------------
 

@@ -2,12 +2,13 @@
 
 import copy
 import socket
+import ssl
 import struct
 import time
 
 from pgpool import log
 from pgpool.protocol import messages as m
-from pgpool.proxy import auth_flow
+from pgpool.proxy import auth_flow, tls
 from pgpool.proxy.backend import (BackendConn, BackendError, open_socket, read_message,
                                   read_startup_reply)
 from pgpool.proxy.cancel import forward_cancel
@@ -45,8 +46,9 @@ def fatal(sqlstate: str, message: str, detail: str | None = None) -> bytes:
 class ClientIO:
     """Message I/O on the client socket for the authentication exchanges."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, client=None):
         self.sock = sock
+        self.client = client                # auth_flow.ClientInfo
         self.buf = bytearray()
 
     def send(self, data: bytes) -> None:
@@ -105,6 +107,7 @@ class Session:
         self.view = None
         self.relay: Relay | None = None
         self.clean_exit = False
+        self.client_info = auth_flow.ClientInfo(self.client_host)
         self.pgpool_overrides: dict = {}
 
     def log(self, level: str, message: str, detail: str | None = None) -> None:
@@ -118,8 +121,12 @@ class Session:
         try:
             # authentication_timeout as a kernel receive timeout: no poll() before each recv
             _set_recv_timeout(sock, cfg.authentication_timeout)
+            start_tls = None if self.is_unix or tls.frontend() is None else self._start_tls
             try:
-                first = read_startup(sock)
+                first = read_startup(sock, start_tls)
+            except tls.TlsHandshakeError as e:
+                self.log("LOG", f"pool_ssl: SSL handshake with client {self.client_host} failed", str(e))
+                return
             except StartupRefused as e:
                 self.log("LOG", f"invalid startup packet from {self.client_host}: {e}")
                 self._send_quietly(e.reply)
@@ -134,6 +141,7 @@ class Session:
                 forward_cancel(self.worker, first.pid, first.key)
                 return
             self.startup = first
+            self.client_info = auth_flow.ClientInfo.of(self.sock, self.client_host)
             log.set_session(user=first.user, database=first.database,
                             application_name=first.application_name,
                             client_host=self.client_host, client_port=self.client_port)
@@ -143,18 +151,29 @@ class Session:
                          + (f" port={self.client_port}" if self.client_port else ""))
             self._admit()
             self._begin_session()
-            _set_recv_timeout(sock, 0)
+            _set_recv_timeout(self.sock, 0)
+            if self.client_info.tls:
+                self.sock.settimeout(None)
             self._relay()
         except SessionEnd as e:
             if e.reply:
                 self._send_quietly(e.reply)
             self.log(e.level, str(e))
-        except (socket.timeout, BlockingIOError):
+        except (socket.timeout, BlockingIOError, ssl.SSLWantReadError):
             self.log("LOG", "authentication timeout")
         except (ClientGone, EOFError, ConnectionError) as e:
             self.log("DEBUG1", f"client connection ended during startup: {e}")
         finally:
             self._cleanup()
+
+    def _start_tls(self, sock: socket.socket) -> ssl.SSLSocket:
+        """The client asked for SSL and was told 'S': the handshake; the TLS socket from now on.
+        SO_RCVTIMEO does not stop OpenSSL (it retries), so authentication_timeout is a socket
+        timeout on a TLS connection until the client is authenticated."""
+        timeout = self.cfg.authentication_timeout
+        sock.settimeout(timeout if timeout > 0 else None)
+        self.sock = tls.accept(sock, tls.frontend())
+        return self.sock
 
     def _send_quietly(self, data: bytes) -> None:
         if not data:
@@ -193,21 +212,21 @@ class Session:
         self.view = self.worker.current_view()
         main_node = None
         key = pool_key(st.params)
-        frontend_method = None
+        hba_rule = None
         if cfg.enable_pool_hba:
-            frontend_method = auth_flow.hba_method(self.worker, self.is_unix, self.client_host,
-                                                   st.database, st.user)
+            hba_rule = auth_flow.hba_rule(self.worker, self.is_unix, self.client_host,
+                                          st.database, st.user, ssl_on=self.client_info.tls)
         ps = self.worker.pool.take(key) if cfg.connection_cache else None
         if ps is not None and set(ps.conns) != set(self._backend_targets()):
             # a node went down, or came back since (a session that lost a node keeps its slot)
             self.worker.pool.discard(ps.slot)
             ps = None
-        io = ClientIO(self.sock)
+        io = ClientIO(self.sock, self.client_info)
         io.buf += st.extra
         self.client_io = io
         reused = ps is not None
         if ps is not None:
-            auth_flow.reauthenticate(self.worker, io, ps, frontend_method, st)
+            auth_flow.reauthenticate(self.worker, io, ps, hba_rule, st)
             self.conns = ps.conns
             main_node = ps.main_node
             self.ps = ps
@@ -217,13 +236,13 @@ class Session:
             main_node = targets[0] if self.view.clustering_mode == "raw" else \
                 (self.view.primary if self.view.primary in targets else targets[0])
             client_password = None
-            if frontend_method is not None:
-                client_password = auth_flow.authenticate_client(self.worker, io, frontend_method,
+            if hba_rule is not None:
+                client_password = auth_flow.authenticate_client(self.worker, io, hba_rule,
                                                                 st.user, st.database)
             slot = self.worker.pool.free_slot()
             self.ps = PooledSession(slot, key, st.user, st.database, {}, main_node,
                                     st.major, st.minor)
-            self._connect_backends(targets, main_node, io, frontend_method, client_password)
+            self._connect_backends(targets, main_node, io, hba_rule, client_password)
             self.ps.conns = self.conns
             self._send_handshake(self.conns[main_node])
         now = int(time.time())
@@ -240,7 +259,7 @@ class Session:
         self.slot.client_start_time = now
         self.main_node = main_node
 
-    def _connect_backends(self, targets, main_node, io, frontend_method, client_password):
+    def _connect_backends(self, targets, main_node, io, hba_rule, client_password):
         cfg = self.cfg
         st = self.startup
         timeout = (cfg.connect_timeout / 1000.0) if cfg.connect_timeout else None
@@ -261,8 +280,9 @@ class Session:
             conn = BackendConn(n, sock)
             conn.send(st.raw)
             try:
-                if frontend_method is None and n == main_node:
-                    client_password = auth_flow.pass_through(io, conn, self.ps)
+                if hba_rule is None and n == main_node:
+                    client_password = auth_flow.pass_through(self.worker, io, conn, self.ps,
+                                                             several=len(targets) > 1)
                 else:
                     auth_flow.authenticate_backend(self.worker, conn, st.user, client_password,
                                                    self.ps)
@@ -437,8 +457,15 @@ class Session:
         log.clear_session()
         if self.pgpool_overrides:
             log.configure(self.worker.cfg)
+        sock = self.sock
         try:
-            self.sock.close()
+            if isinstance(sock, ssl.SSLSocket):     # send close_notify; do not wait for the reply
+                sock.setblocking(False)
+                sock.unwrap()
+        except (OSError, ValueError):
+            pass
+        try:
+            sock.close()
         except OSError:
             pass
 

@@ -77,11 +77,12 @@ def _fatal(sqlstate: str, msg: str) -> bytes:
     return m.error_response("FATAL", sqlstate, msg)
 
 
-def read_startup(sock: socket.socket) -> Startup | Cancel:
-    """Read packets until a StartupMessage or CancelRequest; answers SSL/GSS requests with 'N'.
+def read_startup(sock: socket.socket, start_tls=None) -> Startup | Cancel:
+    """Read packets until a StartupMessage or CancelRequest.
 
-    TLS comes in a later release; until then a client asking for it is told 'N' and may go on
-    in plain text (as PostgreSQL does when ssl = off)."""
+    An SSLRequest is answered 'S' and the connection handed to ``start_tls(sock)``, which returns
+    the TLS socket the rest is read from, when it is given (TLS towards clients is on); else, and
+    for a GSSENCRequest, the answer is 'N' and the client may go on in plain text."""
     reader = _Reader(sock)
     while True:
         head = reader.exact(4)
@@ -91,6 +92,15 @@ def read_startup(sock: socket.socket) -> Startup | Cancel:
                                  _fatal("08P01", "invalid length of startup packet"))
         body = reader.exact(length - 4)
         code = struct.unpack_from("!i", body)[0]
+        if code == m.SSL_REQUEST_CODE and start_tls is not None:
+            if reader.buf:
+                # bytes sent before the handshake could be injected by a man in the middle
+                raise StartupRefused("received unencrypted data after SSL request",
+                                     _fatal("08P01", "received unencrypted data after SSL request"))
+            sock.sendall(b"S")
+            sock = reader.sock = start_tls(sock)
+            start_tls = None
+            continue
         if code in (m.SSL_REQUEST_CODE, m.GSSENC_REQUEST_CODE):
             sock.sendall(b"N")
             continue

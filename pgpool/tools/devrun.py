@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pgpool.tools import certs
 from pgpool.tools.cluster import PgCluster, format_conf
 
 PCP_USER = PCP_PASSWORD = "postgres"
@@ -53,11 +54,14 @@ def pgpool_settings(cluster: PgCluster, run_dir: Path, port: int, pcp_port: int)
     return settings
 
 
-def write_files(cluster: PgCluster, run_dir: Path, port: int, pcp_port: int) -> Path:
-    """Write pgpool.conf, pcp.conf and pool_hba.conf into ``run_dir``; return pgpool.conf's path."""
+def write_files(cluster: PgCluster, run_dir: Path, port: int, pcp_port: int, ssl: bool = False) -> Path:
+    """Write pgpool.conf, pcp.conf and pool_hba.conf into ``run_dir``; return pgpool.conf's path.
+    ``ssl``: ssl = on with a test CA and server certificate in ``run_dir/certs`` (made once)."""
     conf = run_dir / "pgpool.conf"
-    conf.write_text("# written by pgpool.tools.devrun (make run)\n"
-                    + format_conf(pgpool_settings(cluster, run_dir, port, pcp_port)))
+    settings = pgpool_settings(cluster, run_dir, port, pcp_port)
+    if ssl:
+        settings.update(certs.ensure_pki(run_dir / "certs").pgpool_settings())
+    conf.write_text("# written by pgpool.tools.devrun (make run)\n" + format_conf(settings))
     (run_dir / "pcp.conf").write_text(f"{PCP_USER}:{hashlib.md5(PCP_PASSWORD.encode()).hexdigest()}\n")
     (run_dir / "pool_hba.conf").write_text(POOL_HBA)
     return conf
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9999)
     parser.add_argument("--pcp-port", type=int, default=9898)
     parser.add_argument("--standbys", type=int, default=1)
+    parser.add_argument("--ssl", action="store_true", help="ssl = on, certificates from a test CA in .run/certs")
     parser.add_argument("--pgpool", default=f"{sys.executable} -m pgpool.cli",
                         help="pgpool command to run (default: this venv's pgpool)")
     args = parser.parse_args(argv)
@@ -76,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.dir.resolve()
     print(f"PostgreSQL cluster in {run_dir} ...", flush=True)
     cluster = PgCluster.build_or_load(run_dir, num_standbys=args.standbys)
-    conf = write_files(cluster, run_dir, args.port, args.pcp_port)
+    conf = write_files(cluster, run_dir, args.port, args.pcp_port, ssl=args.ssl)
     command = [*args.pgpool.split(), "-n", "-f", str(conf), "-F", str(run_dir / "pcp.conf"),
                "-a", str(run_dir / "pool_hba.conf")]
     nodes = ", ".join(f"{n.name}={'primary' if n.node_id == 0 else 'standby'}:{n.port}" for n in cluster.nodes)
     print(f"backends: {nodes}\n"
           f"pgpool on port {args.port}, PCP on {args.pcp_port} (user {PCP_USER} / password {PCP_PASSWORD})\n"
           f"connect:  psql -h 127.0.0.1 -p {args.port} -U postgres postgres\n"
+          + (f"over TLS: psql 'host=localhost port={args.port} user=postgres sslmode=verify-full "
+             f"sslrootcert={run_dir / 'certs' / 'ca.crt'}'\n" if args.ssl else "") +
           f"Ctrl-C stops pgpool, then PostgreSQL.\n", flush=True)
     proc = subprocess.Popen(command, cwd=run_dir)
     # Ctrl-C (SIGINT) or TERM to us: fast shutdown of pgpool, then PostgreSQL. Handlers are set

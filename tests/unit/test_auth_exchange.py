@@ -211,9 +211,10 @@ def test_scram_without_initial_response():
 def test_unknown_and_later_methods():
     with pytest.raises(AuthError, match="invalid authentication method"):
         authenticate_frontend(scripted(), "ident", "alice", "db", None)
-    for method, name in (("pam", "PAM"), ("ldap", "LDAP")):
-        with pytest.raises(AuthError, match=f"{name} authentication is not supported yet"):
-            authenticate_frontend(scripted(), method, "alice", "db", None)
+    with pytest.raises(AuthError, match="LDAP authentication is not supported yet"):
+        authenticate_frontend(scripted(), "ldap", "alice", "db", None)
+    with pytest.raises(AuthError, match='PAM service "no-such-pam-service" is not configured'):
+        authenticate_frontend(scripted(), "pam", "alice", "db", None, pam_service="no-such-pam-service")
 
 
 @pytest.mark.parametrize("ssl, cn, ok", [(True, "ALICE", True), (True, "bob", False), (True, None, False),

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from pgpool.auth.hba import HbaConfig, HbaError, HbaToken, load_hba, parse_hba_text
+from pgpool.auth.hba import HbaConfig, HbaError, HbaToken, load_hba, load_hba_logged, parse_hba_text
 
 FILE = "/etc/pgpool2/pool_hba.conf"
 
@@ -229,3 +229,27 @@ def test_default_interfaces_include_loopback():
     cfg = parse("host all all samehost trust\nhost all all samenet md5\n")
     assert cfg.match("host", False, "127.0.0.1", "d", "u").line_number == 1
     assert cfg.match("host", False, "127.0.0.2", "d", "u").line_number == 2
+
+
+# ---- loading at start and on reload -------------------------------------------------------------
+
+def test_pam_service_default_and_option():
+    cfg = parse("local all all pam\nlocal all all pam pamservice=mysvc\n")
+    assert [r.pam_service for r in cfg.rules] == ["pgpool", "mysvc"]
+
+
+def test_reload_keeps_previous_rules_on_error(tmp_path, capfd):
+    path = tmp_path / "pool_hba.conf"
+    path.write_text("local all all trust\nhostssl all all 0.0.0.0/0 md5\n")
+    first = load_hba_logged(path, False, None)
+    assert [r.method for r in first.rules] == ["trust", "md5"]
+    assert "hostssl record cannot match because SSL is disabled" in capfd.readouterr().err
+    path.write_text("local all all md5\nhost all all 10.0.0.0/33 trust\nlocal all all bogus\n")
+    assert load_hba_logged(path, False, first) is first
+    err = capfd.readouterr().err
+    assert 'invalid CIDR mask in address "10.0.0.0/33"' in err
+    assert f'line 2 of configuration file "{path}"' in err
+    assert f'line 3 of configuration file "{path}"' in err
+    assert "the previous pool_hba.conf rules stay in force" in err
+    assert load_hba_logged(tmp_path / "missing.conf", False, None) is None
+    assert "every client is refused" in capfd.readouterr().err

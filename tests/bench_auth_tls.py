@@ -1,0 +1,121 @@
+"""Connection-per-transaction benchmark (pgbench -S -C) with SCRAM and with TLS: ours vs pgpool-II 4.3.
+
+    python -m tests.bench_auth_tls            (BENCH_SECONDS=8 BENCH_ROUNDS=2 BENCH_CLIENTS=8,
+                                               BENCH_SCENARIOS=trust,scram,tls-trust,tls-scram)
+
+Builds a one-node cluster with ssl = on (certificates from pgpool.tools.certs), a database
+"bench" (pgbench -i -s 1) and a SCRAM user; starts ours and pgpool-II with identical settings
+for each scenario and runs pgbench in interleaved rounds.  Scenarios:
+
+  trust      no TLS, no password (the reference: connection handling alone)
+  scram      client -> pgpool SCRAM (pool_hba.conf scram-sha-256), no TLS anywhere
+  tls-trust  client -> pgpool TLS (sslmode=require), trust; pgpool -> PostgreSQL TLS
+  tls-scram  both: TLS and SCRAM
+
+Prints TPS per round, the medians and ours/pgpool-II.  Not a test: nothing passes or fails.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pgpool.tools import certs
+from pgpool.tools.cluster import PgCluster
+from tests.harness.clients import client_program
+from tests.harness.pgpool_process import OUR_PGPOOL, REAL_PGPOOL, PgpoolProcess
+
+USER, PASSWORD, DB = "benchuser", "bench pass", "bench"
+SCENARIOS = {            # name: (pgpool ssl, pool_hba method, client sslmode)
+    "trust": (False, "trust", "disable"),
+    "scram": (False, "scram-sha-256", "disable"),
+    "tls-trust": (True, "trust", "require"),
+    "tls-scram": (True, "scram-sha-256", "require"),
+}
+
+
+def run_pgbench(port: int, sslmode: str, seconds: int, clients: int) -> float | None:
+    conninfo = f"host=127.0.0.1 port={port} user={USER} dbname={DB} sslmode={sslmode} gssencmode=disable"
+    cmd = [client_program("pgbench"), "-n", "-S", "-C", "-c", str(clients), "-j", "2", "-T", str(seconds), conninfo]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"PGPASSWORD": PASSWORD}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120)
+    found = re.search(r"^tps = ([0-9.]+)", proc.stdout, re.MULTILINE)
+    if proc.returncode != 0 or not found:
+        sys.stderr.write(f"pgbench on port {port} failed:\n{proc.stderr[-1500:]}\n")
+        return None
+    return float(found.group(1))
+
+
+def main() -> int:
+    seconds = int(os.environ.get("BENCH_SECONDS", "8"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    clients = int(os.environ.get("BENCH_CLIENTS", "8"))
+    scenarios = [s for s in os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",") if s]
+    pki_dir = Path(tempfile.mkdtemp(prefix="bench-tls-"))
+    pki_dir.chmod(0o755)
+    pki = certs.make_pki(pki_dir)
+    pg = pwd.getpwnam("postgres")
+    pg_cert = certs.issue(pki.ca, "localhost", server_names=certs.SERVER_NAMES).write(
+        pki_dir, "pg", owner=(pg.pw_uid, pg.pw_gid))
+    cluster = PgCluster.create(num_standbys=0, settings={
+        "ssl": "on", "ssl_cert_file": str(pg_cert.cert_path), "ssl_key_file": str(pg_cert.key_path),
+        "max_connections": 200})
+    pools: list[PgpoolProcess] = []
+    results: dict[tuple[str, str], list[float]] = {}
+    try:
+        node = cluster.primary
+        node.psql(f"CREATE DATABASE {DB}")
+        node.psql(f"SET password_encryption = 'scram-sha-256'; CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
+        subprocess.run([client_program("pgbench"), "-i", "-q", "-s", "1", "-h", str(node.socket_dir),
+                        "-p", str(node.port), "-U", "postgres", DB], check=True, capture_output=True)
+        node.psql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {USER}", dbname=DB)
+        (node.datadir / "pg_hba.conf").write_text("local all all trust\nhost all postgres 127.0.0.1/32 trust\n"
+                                                  "host all all 127.0.0.1/32 scram-sha-256\n")
+        node.reload()
+        for scenario in scenarios:
+            ssl_on, method, sslmode = SCENARIOS[scenario]
+            hba = f"local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all {USER} 127.0.0.1/32 {method}\n"
+            settings = {"backend_clustering_mode": "raw", "num_init_children": 32, "max_pool": 4,
+                        "load_balance_mode": False, "sr_check_period": 0, "log_min_messages": "warning",
+                        "child_life_time": 0, "ssl": ssl_on}
+            if ssl_on:
+                settings |= {k: v for k, v in pki.pgpool_settings().items() if k != "ssl"}
+            targets = {}
+            for name, command in (("ours", OUR_PGPOOL), ("pgpool-II", REAL_PGPOOL)):
+                pgpool = PgpoolProcess(cluster, settings, pool_hba=hba, command=command)
+                pgpool.passwd_path.write_text(f"{USER}:TEXT{PASSWORD}\n")
+                pools.append(pgpool.start())
+                targets[name] = pgpool
+            for r in range(rounds):
+                for name, pgpool in targets.items():
+                    tps = run_pgbench(pgpool.port, sslmode, seconds, clients)
+                    if tps is not None:
+                        results.setdefault((scenario, name), []).append(tps)
+                    print(f"round {r + 1} {scenario:10s} {name:10s} "
+                          f"{'failed' if tps is None else f'{tps:8.1f} tps'}", flush=True)
+            for pgpool in targets.values():
+                pgpool.cleanup()
+    finally:
+        for pgpool in pools:
+            pgpool.cleanup()
+        cluster.destroy()
+    print(f"\npgbench -S -C -c {clients} -j 2 -T {seconds}, {rounds} rounds, median TPS")
+    print(f"{'scenario':12s}{'ours':>10s}{'pgpool-II':>12s}{'ours/pgpool-II':>16s}")
+    for scenario in scenarios:
+        ours = results.get((scenario, "ours"))
+        real = results.get((scenario, "pgpool-II"))
+        mo = statistics.median(ours) if ours else None
+        mr = statistics.median(real) if real else None
+        ratio = f"{mo / mr:16.2f}" if mo and mr else f"{'-':>16s}"
+        print(f"{scenario:12s}{mo or 0:10.0f}{mr or 0:12.0f}{ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
