@@ -114,7 +114,8 @@ RULES: tuple[Rule, ...] = (
                                      "(disable_load_balance_on_write)"),
     Rule("failed_transaction", _P, "the explicit transaction is aborted"),
     Rule("serializable", _P, "SERIALIZABLE transaction"),
-    Rule("delay", _P, "the load balance node lags behind more than delay_threshold"),
+    Rule("delay", _P, "the load balance node lags behind more than delay_threshold "
+                      "(delay_threshold_by_time)"),
     Rule("system_catalog", _P, "reads a system catalog"),
     Rule("temp_table", _P, "reads a temporary table (check_temp_table)"),
     Rule("unlogged_table", _P, "reads an unlogged table (check_unlogged_table)"),
@@ -129,12 +130,16 @@ RULES: tuple[Rule, ...] = (
     Rule("app_name_redirect", _LB, "read, on the node chosen by "
                                    "app_name_redirect_preference_list"),
     Rule("lower_delay_standby", _LB, "read, on the least delayed standby "
-                                     "(delay_threshold, prefer_lower_delay_standby)"),
+                                     "(delay_threshold or delay_threshold_by_time, "
+                                     "prefer_lower_delay_standby)"),
     # outcomes decided by the relay on top of the rules above (pgpool.proxy.routing)
     Rule("read_your_writes", _P, "read moved from a standby that had not replayed the awaited "
                                  "commit within read_your_writes_max_wait"),
     Rule("standby_retry", _P, "read cancelled on a standby (recovery conflict, lost standby) "
                               "and run again on the primary"),
+    Rule("terminate_backend", "node of the backend",
+         "SELECT pg_terminate_backend(<pid>) of a backend connection of pgpool: to the node "
+         "that runs it (that session ends, no failover)"),
 )
 RULE_INDEX: dict[str, int] = {r.id: i for i, r in enumerate(RULES)}
 
@@ -146,7 +151,8 @@ class NodeView:
     status: str = "up"           # up | waiting | down
     role: str = "standby"        # primary | standby | main | replica
     weight: float = 1.0
-    standby_delay: int = 0       # replication delay (bytes) from the streaming-replication check
+    standby_delay: int = 0       # replication delay from the streaming-replication check: bytes,
+    #                              microseconds with delay_threshold_by_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +349,15 @@ def _weighted(candidates: list[NodeView], rng: _Random) -> int | None:
     return candidates[-1].id
 
 
+def _delay_limit(cfg) -> int:
+    """The standby delay routing tolerates, in the unit the streaming-replication check
+    measures: with delay_threshold_by_time (seconds, as pgpool-II 4.4) > 0 that many seconds of
+    replay_lag in microseconds (delay_threshold is then ignored), else delay_threshold bytes;
+    0 = no check."""
+    by_time = cfg.delay_threshold_by_time
+    return by_time * 1_000_000 if by_time > 0 else cfg.delay_threshold
+
+
 def _lowest_delay(view: ClusterView, threshold: int, rng: _Random) -> int | None:
     """Weighted choice among the least-delayed standbys within the threshold, else primary."""
     primary = view.primary
@@ -382,13 +397,14 @@ def _choose(view: ClusterView, cfg, database: str, application_name: str,
             node = _resolve_target(hit.target, view)
             if node == _STANDBY or view.usable(node):
                 suggested, rule = node, list_rule
-    by_delay = (view.clustering_mode == "streaming_replication" and cfg.delay_threshold
+    limit = _delay_limit(cfg)
+    by_delay = (view.clustering_mode == "streaming_replication" and limit
                 and cfg.prefer_lower_delay_standby)
     exclude = None
     if suggested is not None and suggested >= 0:
         if (by_delay and suggested != primary
-                and view.nodes[suggested].standby_delay > cfg.delay_threshold):
-            return _lowest_delay(view, cfg.delay_threshold, rng), "lower_delay_standby"
+                and view.nodes[suggested].standby_delay > limit):
+            return _lowest_delay(view, limit, rng), "lower_delay_standby"
         if r <= ratio:
             return suggested, rule
         exclude = suggested
@@ -402,8 +418,8 @@ def _choose(view: ClusterView, cfg, database: str, application_name: str,
     if selected is None:
         selected = view.main_node_id
     if (by_delay and selected is not None and selected != primary
-            and view.nodes[selected].standby_delay > cfg.delay_threshold):
-        return _lowest_delay(view, cfg.delay_threshold, rng), "lower_delay_standby"
+            and view.nodes[selected].standby_delay > limit):
+        return _lowest_delay(view, limit, rng), "lower_delay_standby"
     return selected, rule
 
 
@@ -503,6 +519,8 @@ class SessionRouteState:
         """Update tracking for a statement being sent (the relay calls this as it routes)."""
         if self.counters is not None:
             self.counters[RULE_INDEX[decision.reason]] += 1
+        if facts.plain_read:
+            return          # nothing below applies to it (the common case, kept cheap)
         mode = cfg.disable_load_balance_on_write
         keep_writing = mode in ("trans_transaction", "always")
         if facts.transaction is not None:  # BEGIN / START / COMMIT / END / ROLLBACK / ABORT
@@ -546,6 +564,9 @@ class SessionRouteState:
 
     def on_ready_for_query(self, status: str | bytes) -> None:
         """ReadyForQuery transaction status: 'I' idle, 'T' in transaction, 'E' failed."""
+        if status == b"I" and not (self.in_transaction or self.pending_write or self.dml_pending
+                                   or self.temp_pending or self.serializable_txn):
+            return          # idle, and idle before: nothing changes (the common case)
         if isinstance(status, (bytes, bytearray)):
             status = chr(status[0])
         self.in_transaction = status in ("T", "E")
@@ -726,6 +747,36 @@ def _uses_unlogged(tables: tuple[str, ...], catalog: Catalog) -> bool:
     return False
 
 
+# pgpool-II's pool_get_terminate_backend_pid(): a pg_terminate_backend(<integer constant>[, ...])
+# call outside strings, quoted identifiers and comments
+_TERMINATE_CALL = re.compile(
+    r"(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\""
+    r"|--[^\n]*|/\*.*?\*/|\$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$"
+    r"|(?<![\w$.\"])(?:pg_catalog\s*\.\s*)?pg_terminate_backend\s*\(\s*(?P<pid>\d+)\s*[,)]",
+    re.I | re.S)
+
+
+def terminate_backend_pid(sql: str) -> int | None:
+    """The pid of the first pg_terminate_backend() call with an integer constant as its first
+    argument in a query text, None when there is none."""
+    for m in _TERMINATE_CALL.finditer(sql):
+        if m.group("pid"):
+            return int(m.group("pid"))
+    return None
+
+
+def _terminate_target(facts: StatementFacts, sql: str | None, view: ClusterView,
+                      backend_pid_node: Callable[[int], int | None]) -> int | None:
+    """The usable node whose backend a SELECT pg_terminate_backend(<pid>) terminates, if the
+    pid is one of pgpool's backend connections (`backend_pid_node`)."""
+    if facts.kind != "select" or sql is None or not any(
+            _relname(f) == "pg_terminate_backend" for f in facts.functions):
+        return None
+    pid = terminate_backend_pid(sql)
+    node = backend_pid_node(pid) if pid else None
+    return node if view.usable(node) else None
+
+
 def _dml_adaptive_hit(facts: StatementFacts, session: SessionRouteState, cfg) -> bool:
     """dml_adaptive: does this read touch a relation written earlier in the transaction (or
     one that depends on a function it calls)?"""
@@ -739,11 +790,14 @@ def _dml_adaptive_hit(facts: StatementFacts, session: SessionRouteState, cfg) ->
 def route(facts: StatementFacts, session: SessionRouteState, view: ClusterView, cfg, *,
           sql: str | None = None,
           is_volatile: Callable[[str], bool | None] | None = None,
-          catalog: Catalog | None = None) -> RouteDecision:
+          catalog: Catalog | None = None,
+          backend_pid_node: Callable[[int], int | None] | None = None) -> RouteDecision:
     """Decide where one statement goes. `sql` (the text) is needed only for
-    primary_routing_query_pattern_list. Catalog questions go to `catalog` (default: the
-    session's); `is_volatile(func)`, when given, answers pg_proc volatility instead (None =
-    unknown, treated as writing) when both function lists are empty."""
+    primary_routing_query_pattern_list and pg_terminate_backend(). Catalog questions go to
+    `catalog` (default: the session's); `is_volatile(func)`, when given, answers pg_proc
+    volatility instead (None = unknown, treated as writing) when both function lists are empty.
+    `backend_pid_node(pid)` names the node running a backend pid of pgpool's connections (None:
+    not one of them); without it pg_terminate_backend() is routed like any function call."""
     mode = view.clustering_mode
     if view.main_node_id is None:
         raise NoUsableNode("all backend nodes are down")
@@ -766,6 +820,10 @@ def route(facts: StatementFacts, session: SessionRouteState, view: ClusterView, 
         return _one(primary, "multi_statement", writes)
     if not facts.parsed:
         return _one(primary, "unparsable", True)
+    if backend_pid_node is not None and facts.functions:
+        node = _terminate_target(facts, sql, view, backend_pid_node)
+        if node is not None:
+            return _one(node, "terminate_backend", writes)
     target = facts.target
     if target == "primary":
         if facts.kind == "prepare_transaction" and session.in_transaction:
@@ -797,7 +855,7 @@ def route(facts: StatementFacts, session: SessionRouteState, view: ClusterView, 
     else:
         lb = _lb_node(session, view, cfg)
     reason = session.lb_rule
-    threshold = cfg.delay_threshold
+    threshold = _delay_limit(cfg)
     if (threshold and mode == "streaming_replication" and lb is not None
             and view.nodes[lb].standby_delay > threshold):
         if not cfg.prefer_lower_delay_standby:

@@ -6,7 +6,9 @@ interleaved rounds and prints TPS, the median per target and the ratios. Not a t
 passes or fails on timing.
 
 Options (environment): BENCH_SECONDS (default 8), BENCH_ROUNDS (2), BENCH_CLIENTS (8),
-BENCH_MODE (raw | streaming, default raw), BENCH_WORKLOADS (comma list of names below).
+BENCH_MODE (raw | streaming, default raw), BENCH_WORKLOADS (comma list of names below),
+BENCH_BARE (1, default: also run the bare Python relay of tests/bare_relay.py to the primary —
+the floor of what any Python prefork design costs per query on this machine; 0: skip it).
 """
 
 import os
@@ -128,6 +130,12 @@ def main() -> int:
                     str(primary.state.port), "-U", "postgres", DBNAME],
                    check=True, capture_output=True)
     targets = [Target("direct", primary.state.port)]
+    if os.environ.get("BENCH_BARE", "1") != "0":
+        bare_port = free_ports(1)[0]
+        bare = subprocess.Popen([sys.executable, "-m", "tests.bare_relay", str(bare_port),
+                                 str(primary.state.port)], cwd=ROOT)
+        _wait_port(bare_port)
+        targets.append(Target("bare-relay", bare_port, bare))
     targets.append(start_pgpool("ours", [sys.executable, "-m", "pgpool.cli"], base / "ours",
                                 cluster, mode))
     if shutil.which("pgpool", path="/usr/sbin:/usr/bin"):

@@ -294,7 +294,6 @@ OBSOLETE = {
     "unix_socket_permissions": "pgpool-II 4.4 parameter",
     "pcp_unix_socket_group": "pgpool-II 4.4 parameter",
     "pcp_unix_socket_permissions": "pgpool-II 4.4 parameter",
-    "delay_threshold_by_time": "pgpool-II 4.4 parameter",
 }
 # Watchdog names of pgpool-II <= 4.1: the node numbering changed, so they cannot be mapped automatically.
 REMOVED_WATCHDOG = {

@@ -464,6 +464,20 @@ def _backend_rows(cfg: Config, status: list[str] | None, delay: list[int] | None
     return rows
 
 
+def seconds_text(microseconds: int) -> str:
+    """A delay in microseconds as seconds with six decimals, exactly ("2.500000")."""
+    return f"{microseconds // 1000000}.{microseconds % 1000000:06d}"
+
+
+def replication_delay_text(delay: int, by_time: bool) -> str:
+    """SHOW pool_nodes' replication_delay of a standby: bytes, or, when measured by time
+    (delay_threshold_by_time), seconds as pgpool-II 4.4 shows them: "0.250000 second",
+    "2.000000 seconds" (plural from two seconds on)."""
+    if not by_time:
+        return str(delay)
+    return f"{seconds_text(delay)} {'seconds' if delay >= 2000000 else 'second'}"
+
+
 def pool_status_rows(cfg: Config, *, backend_status: list[str] | None = None, standby_delay: list[int] | None = None,
                      cache_stats: dict | None = None, pgpool_node_id: int = 0,
                      ) -> tuple[list[str], list[list[str]]]:

@@ -9,6 +9,13 @@ replication_state and replication_sync_state, plus each node's WAL position and 
 demand). replication_state/sync_state are filled for every configured standby pg_stat_replication
 names, down ones included: auto_failback re-attaches a down standby that still streams.
 
+With delay_threshold_by_time > 0 (pgpool-II 4.4) a standby's delay is its
+pg_stat_replication.replay_lag on the primary (the row whose application_name is the standby's
+backend_application_name), stored in microseconds with standby_delay_by_time set; routing,
+prefer_lower_delay_standby and log_standby_delay then compare it with delay_threshold_by_time
+and ignore delay_threshold. A standby without a row keeps its last delay (0 after the unit
+changed), as in pgpool-II.
+
 With `detach_false_primary` it also asks every valid node pg_is_in_recovery() and each standby's
 pg_stat_wal_receiver, decides which primaries are false (false_primaries(), pgpool-II's
 verify_backend_node_status) and asks the parent to detach them (REQ_NODE_DOWN with
@@ -25,7 +32,10 @@ Deliberate differences from pgpool-II 4.3.5 (pool_worker_child.c, pgpool_main.c)
   configured as localhost / 127.0.0.1 / ::1 with that port (4.3.5 accepts only the reverse:
   a socket-path backend_hostname and a receiver connected to "localhost");
 - PostgreSQL 10 or later is assumed (pg_current_wal_lsn / pg_last_wal_replay_lsn,
-  pg_stat_wal_receiver).
+  pg_stat_wal_receiver, replay_lag).
+Against pgpool-II 4.4: delay_threshold_by_time is in seconds, as in 4.4 (pgpool-II 4.5 and
+later take milliseconds; a value written with a unit, '2s', means the same in both), and the
+logged seconds are exact (4.4 prints a single-precision float).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from dataclasses import dataclass, field
 
 from pgpool import log
 from pgpool.auth.pool_passwd import config_user_password
+from pgpool.config.show import seconds_text
 from pgpool.ha import requests as node_requests
 from pgpool.proxy.backend import BackendError
 from pgpool.state import probe
@@ -45,7 +56,9 @@ from pgpool.state import shm as S
 
 PRIMARY_LSN_QUERY = "SELECT pg_catalog.pg_current_wal_lsn()"
 STANDBY_LSN_QUERY = "SELECT pg_catalog.pg_last_wal_replay_lsn()"
-STAT_REPLICATION_QUERY = ("SELECT application_name, state, sync_state "
+# replay_lag in microseconds (NULL once a caught-up standby has been idle for a while)
+STAT_REPLICATION_QUERY = ("SELECT application_name, state, sync_state, "
+                          "(EXTRACT(EPOCH FROM replay_lag) * 1000000)::bigint "
                           "FROM pg_catalog.pg_stat_replication")
 RECOVERY_QUERY = "SELECT pg_catalog.pg_is_in_recovery()"
 WAL_RECEIVER_QUERY = "SELECT status, conninfo FROM pg_catalog.pg_stat_wal_receiver"
@@ -102,10 +115,26 @@ def delays(primary_lsn: int | None, standby_replay_lsns: dict) -> dict[int, int]
     return {node: max(0, base - (lsn or 0)) for node, lsn in standby_replay_lsns.items()}
 
 
+def replay_lags(rows, backends, primary_node_id: int | None = None) -> dict[int, int]:
+    """pg_stat_replication rows (application_name, state, sync_state, replay_lag in
+    microseconds) -> {node id: replay lag} for every non-primary backend whose application_name
+    names a row (the last matching row wins); a NULL replay_lag (caught up and idle) is 0."""
+    by_name = {row[0]: max(0, int(row[3] or 0)) for row in rows if row[0]}
+    return {b.node_id: by_name[b.application_name] for b in backends
+            if b.node_id != primary_node_id and b.application_name in by_name}
+
+
 def log_delay_lines(node_delays: dict, primary_node_id: int, log_standby_delay: str,
-                    delay_threshold: int) -> list[str]:
-    """The LOG messages pgpool-II writes for these delays under log_standby_delay."""
+                    delay_threshold: int, delay_threshold_by_time: int = 0) -> list[str]:
+    """The LOG messages pgpool-II writes for these delays under log_standby_delay: bytes
+    against delay_threshold (4.3's wording), or, with delay_threshold_by_time (seconds),
+    microseconds against it (4.4's wording)."""
     rule = LOG_RULES[log_standby_delay]
+    if delay_threshold_by_time > 0:
+        limit = delay_threshold_by_time * 1_000_000
+        return [f"Replication of node: {node} is behind {seconds_text(lag)} second(s) from the "
+                f"primary server (node: {primary_node_id})"
+                for node, lag in sorted(node_delays.items()) if rule(lag, limit)]
     return [f"Replication of node:{node} is behind {lag} bytes from the primary server "
             f"(node:{primary_node_id})"
             for node, lag in sorted(node_delays.items()) if rule(lag, delay_threshold)]
@@ -366,8 +395,9 @@ def _detach_false_primaries(cfg, shm, readings: Readings) -> None:
 
 def check_once(cfg, shm, passwd=None, failing: set | None = None) -> None:
     """One round of the check (streaming replication mode, sr_check_period > 0). Writes
-    standby_delay (0 on the primary), replication_state and replication_sync_state of every
-    configured node and the WAL position of every node that answered into shared memory, bumps
+    standby_delay (0 on the primary; bytes, or with delay_threshold_by_time the replay lag in
+    microseconds, standby_delay_by_time telling which), replication_state and
+    replication_sync_state of every configured node and the WAL position of every node that answered into shared memory, bumps
     the generation, and with detach_false_primary asks the parent to detach false primaries.
     Never raises; `passwd` is the pool_passwd file consulted when sr_check_password is empty;
     `failing` (node ids whose last attempt failed) keeps failure logs to one per streak."""
@@ -382,10 +412,14 @@ def check_once(cfg, shm, passwd=None, failing: set | None = None) -> None:
                 hint="check sr_check_user and sr_check_password")
         readings = None
     primary = readings.primary if readings is not None else None
+    by_time = int(cfg.delay_threshold_by_time > 0)
     lags, states = {}, {}
     if primary is not None:
-        replay = {n: lsn for n, (lsn, _) in readings.lsns.items() if n != primary}
-        lags = delays(readings.lsns[primary][0], replay)
+        if by_time:
+            lags = replay_lags(readings.stat_rows, cfg.backends, primary)
+        else:
+            replay = {n: lsn for n, (lsn, _) in readings.lsns.items() if n != primary}
+            lags = delays(readings.lsns[primary][0], replay)
         states = replication_rows_to_states(readings.stat_rows, cfg.backends, primary)
     for b in cfg.backends:
         slot = shm.backends[b.node_id]
@@ -393,14 +427,17 @@ def check_once(cfg, shm, passwd=None, failing: set | None = None) -> None:
         slot.replication_state = state.encode()
         slot.replication_sync_state = sync_state.encode()
         if b.node_id == primary:
-            slot.standby_delay = 0
+            slot.standby_delay, slot.standby_delay_by_time = 0, by_time
         elif b.node_id in lags:
-            slot.standby_delay = lags[b.node_id]
+            slot.standby_delay, slot.standby_delay_by_time = lags[b.node_id], by_time
+        elif primary is not None and slot.standby_delay_by_time != by_time:
+            slot.standby_delay, slot.standby_delay_by_time = 0, by_time   # stale, other unit
         if readings is not None and b.node_id in readings.lsns:
             _store_lsn(shm, b.node_id, *readings.lsns[b.node_id])
     shm.bump()
     if primary is not None:
-        for line in log_delay_lines(lags, primary, cfg.log_standby_delay, cfg.delay_threshold):
+        for line in log_delay_lines(lags, primary, cfg.log_standby_delay, cfg.delay_threshold,
+                                    cfg.delay_threshold_by_time):
             log.log("LOG", line)
     if cfg.detach_false_primary and readings is not None and readings.complete:
         _detach_false_primaries(cfg, shm, readings)

@@ -9,6 +9,7 @@ import re
 import time
 
 from pgpool import POOL_CODENAME, POOL_VERSION
+from pgpool.config.show import replication_delay_text
 from pgpool.protocol import messages as m
 from pgpool.state import probe
 from pgpool.state import shm as S
@@ -123,7 +124,8 @@ def show_pool_nodes(session):
         role = _role_name(session, i)
         pg_status = probe.pg_status(cfg, i)
         pg_role = probe.pg_role(cfg, i, role, pg_status)
-        delay = "0" if role == "primary" else str(b.standby_delay)
+        delay = "0" if role == "primary" else \
+            replication_delay_text(b.standby_delay, b.standby_delay_by_time)
         rows.append([str(i), bc.hostname, str(bc.port), _status_name(b), pg_status,
                      f"{bc.weight / total:f}", role, pg_role, str(_select_counts(shm, i)),
                      "true" if i == lb else "false", delay,
@@ -289,6 +291,11 @@ _EXPLAIN_COLUMNS = ["node_id", "hostname", "port", "status", "role", "load_balan
 _PGPOOL_COMMAND = ("pgpool_command", "SHOW pool_*, PGPOOL ...: answered by pgpool itself")
 
 
+def _pid_node(session, pid: int) -> int | None:
+    found = session.shm.find_backend_pid(pid)
+    return None if found is None else found[2]
+
+
 def explain_route(session, statement: str) -> LocalResult:
     """PGPOOL EXPLAIN ROUTE <statement>: the node(s) the statement would go to in this session
     now, and the rule that decides it, without running it or changing the session's routing
@@ -305,7 +312,7 @@ def explain_route(session, statement: str) -> LocalResult:
     else:
         try:
             d = router.route(classify(statement), probe, session.view, session.cfg,
-                             sql=statement)
+                             sql=statement, backend_pid_node=lambda pid: _pid_node(session, pid))
         except router.NoUsableNode as e:
             return LocalResult(error=m.error_response("ERROR", "XX000", str(e)))
         except NotImplementedError as e:

@@ -34,6 +34,7 @@ from collections import deque
 from pgpool import log
 from pgpool.protocol import messages as m
 from pgpool.proxy.backend import INSERT_LSN_QUERY, INSERT_LSN_SQL, first_column, internal_query
+from pgpool.proxy import memo
 from pgpool.proxy.stats import stat_kind
 from pgpool.state.ryw import parse_lsn
 
@@ -50,12 +51,13 @@ B_Z, B_E, B_S, B_G, B_W, B_PARSE_COMPLETE, B_A, B_N = (ord(c) for c in "ZESGW1AN
 
 B_D = ord("D")
 
-_LOCAL_PREFIXES = (b"show pool_", b"pgpool ")
 _SYNC = b"S\0\0\0\x04"
 _FAST_BATCH_START = frozenset(b"PB")
 _FAST_BATCH_KINDS = frozenset(b"PBDECSH")
 # replies that may precede a result's first row (held back while a read may still be re-run)
 _PREAMBLE = frozenset(b"12TntNS")
+# replies the fast path looks at (all others are relayed unread)
+_FAST_WATCH = frozenset(b"ZESGW")
 _SHUTDOWN_CODES = frozenset(("57P01", "57P02"))     # admin_shutdown, crash_shutdown
 
 
@@ -428,10 +430,10 @@ class Relay:
             self.flush_batch(closing=False)
 
     def simple_query(self, msg: bytes):
-        if not self.listening and b"listen" in msg.lower():
+        if not self.listening and msg.lower().find(b"listen") >= 0:
             self.listening = True
         head = msg[5:17].lstrip().lower()
-        if head.startswith(_LOCAL_PREFIXES):
+        if head.startswith(memo.LOCAL_PREFIXES):
             sql = msg[5:-1].decode("utf-8", "replace")
             if self.local.recognizes(sql):
                 self._push(Unit((), None, local=lambda status: self.local.handle(sql).simple(status)))
@@ -456,7 +458,7 @@ class Relay:
         elif self._answer_locally(batch):
             return
         if not self.listening:
-            self.listening = any(m_[0] == K_P and b"listen" in m_.lower() for m_ in batch)
+            self.listening = any(m_[0] == K_P and m_.lower().find(b"listen") >= 0 for m_ in batch)
         self._flush_out()
         u, prefixes = self.router.batch_unit(batch)
         u.closed = closing
@@ -481,48 +483,60 @@ class Relay:
         n = len(data)
         unpack = _I32.unpack_from
         kind = data[0]
-        stats = self.stats
         batch = None
         if kind == K_Q:
             if unpack(data, 1)[0] + 1 != n:
                 return False
-            if _needs_general_path(data[5:]):
+            if raw:         # nothing is classified in raw mode
+                if memo.needs_general_path(data[5:]):
+                    return False
+                self.stats.count(stat_kind(data[5:17]), self._fast_nodes)
+                return self._fast_stream(self._fast_conn, data, 1, True, None, None)
+            entry = memo.lookup(data[5:-1])
+            if entry[2]:
                 return False
-            expected = 1
+            u, prefixes = self.router.simple_query_unit(data, entry), None
         elif kind in _FAST_BATCH_START and data[n - 5:] == _SYNC:
+            if self.local_stmts or self.local_portals:
+                return False
             pos = 0
             expected = 0
             batch = []
+            kinds = []
             while pos < n:
                 if n - pos < 5:
                     return False
                 k = data[pos]
                 length = unpack(data, pos + 1)[0]
-                if length < 4 or k not in _FAST_BATCH_KINDS:
+                end = pos + 1 + length
+                if length < 4 or k not in _FAST_BATCH_KINDS or end > n:
                     return False
                 if k == K_P:
-                    q = data.index(b"\0", pos + 5) + 1
-                    if _needs_general_path(data[q:pos + 1 + length]):
-                        return False
+                    q = data.find(b"\0", pos + 5, end) + 1
+                    qend = data.find(b"\0", q, end)
+                    if not q or qend < 0:
+                        return False        # malformed: the general path says so
                     if raw:
-                        stats.count(stat_kind(data[q:q + 12]), self._fast_nodes)
+                        if memo.needs_general_path(data[q:qend]):
+                            return False
+                        kinds.append(stat_kind(data[q:q + 12]))
+                    elif memo.lookup(data[q:qend], True)[2]:
+                        return False
                 elif k == K_S:
                     expected += 1
                 if not raw:
-                    batch.append(data[pos:pos + 1 + length])
-                pos += 1 + length
-            if pos != n or self.local_stmts or self.local_portals or (not raw and expected != 1):
+                    batch.append(data[pos:end])
+                pos = end
+            if raw:
+                stats = self.stats
+                for kind_ in kinds:
+                    stats.count(kind_, self._fast_nodes)
+                return self._fast_stream(self._fast_conn, data, expected, True, None, None)
+            if expected != 1:
                 return False
+            u, prefixes = self.router.batch_unit(batch)
         else:
             return False
-        if raw:
-            if batch is None:
-                stats.count(stat_kind(data[5:17]), self._fast_nodes)
-            return self._fast_stream(self._fast_conn, data, expected, True, None, None)
-        if batch is None:
-            u, prefixes = self.router.simple_query_unit(data), None
-        else:
-            u, prefixes = self.router.batch_unit(batch)
         if len(u.nodes) != 1 or u.alt or prefixes or u.skip_parse or u.lsn_sink is not None:
             # several nodes, re-parsing or a commit to capture: the general machinery relays it
             u.closed = True
@@ -552,11 +566,14 @@ class Relay:
         direct = fallback is None       # replies go to the client as they come
         held = b""
         retry = None
+        recv = conn.sock.recv
         while expected:
             try:
-                chunk = _recv_backend(conn)
-            except BackendLost as e:
+                chunk = recv(RECV_SIZE)
+            except OSError as e:
                 return self._fast_lost(conn, str(e), direct, data, batch)
+            if not chunk:
+                return self._fast_lost(conn, "EOF encountered with backend", direct, data, batch)
             if rbuf:
                 rbuf += chunk
                 chunk = bytes(rbuf)
@@ -572,6 +589,9 @@ class Relay:
                                            direct, data, batch)
                 if end > n:
                     break
+                if k not in _FAST_WATCH:    # rows, descriptions, completions: just relayed
+                    pos = end
+                    continue
                 if k == B_Z:
                     expected -= 1
                     self.txn_status = conn.txn_status = chunk[pos + 5:pos + 6]
@@ -602,7 +622,10 @@ class Relay:
                 pos = end
             if pos:
                 if direct:
-                    self._to_client(client, chunk[:pos] if pos < n else chunk)
+                    try:
+                        client.sendall(chunk[:pos] if pos < n else chunk)
+                    except OSError as e:
+                        raise ClientClosed(str(e)) from e
                 elif retry is None:
                     if expected and _preamble_only(chunk, pos):
                         held += chunk[:pos]
@@ -1000,13 +1023,6 @@ def _cancelled_by_recovery(error_payload: bytes) -> bool:
     fields = m.parse_error_fields(error_payload)
     code = fields.get("C")
     return code == "40P01" or (code == "40001" and "conflict with recovery" in fields.get("M", ""))
-
-
-def _needs_general_path(sql: bytes) -> bool:
-    """Statement text the fast path leaves to the general one: pgpool's own commands, COPY
-    (the client speaks mid-reply), LISTEN (notifications arrive between requests)."""
-    low = sql.lower()
-    return low.lstrip()[:10].startswith(_LOCAL_PREFIXES) or b"copy" in low or b"listen" in low
 
 
 def _cstr(buf: bytes, pos: int) -> tuple[str, int]:

@@ -16,6 +16,7 @@ import time
 
 from pgpool.protocol import messages as m
 from pgpool.proxy.backend import REPLAY_LSN_QUERY, REPLAY_LSN_SQL, BackendError, run_internal
+from pgpool.proxy import memo
 from pgpool.proxy.relay import Unit
 from pgpool.proxy.stats import stat_kind
 from pgpool.state import shm as S
@@ -46,6 +47,8 @@ def parse_message_query(msg: bytes) -> tuple[str, str]:
 
 def bind_names(msg: bytes) -> tuple[str, str]:
     """(portal, statement) of a Bind message."""
+    if msg[5] == 0 and msg[6] == 0:
+        return "", ""                   # unnamed portal, unnamed statement: the common case
     portal, pos = _cstr_at(msg, 5)
     stmt, _ = _cstr_at(msg, pos)
     return portal, stmt
@@ -149,11 +152,12 @@ class RawRouting:
 
 
 class _Stmt:
-    __slots__ = ("name", "facts", "parse_msg", "nodes", "query")
+    __slots__ = ("name", "facts", "kind", "parse_msg", "nodes", "query")
 
-    def __init__(self, name, facts, parse_msg, query):
+    def __init__(self, name, facts, kind, parse_msg, query):
         self.name = name
         self.facts = facts
+        self.kind = kind                # for SHOW pool_backend_stats
         self.parse_msg = parse_msg
         self.nodes: set[int] = set()
         self.query = query
@@ -166,11 +170,9 @@ class StreamRouting:
 
     def __init__(self, session, route_state, view):
         from pgpool import router
-        from pgpool.sql.classify import classify
         self._route = router.route
         self._decision = router.RouteDecision
         self._rule_index = router.RULE_INDEX
-        self._classify = classify
         self.session = session
         self.state = route_state
         self.stats = session.stats
@@ -178,6 +180,7 @@ class StreamRouting:
         self.stmts: dict[str, _Stmt] = {}
         self.portals: dict[str, str] = {}
         self.last_nodes: tuple = ()
+        self._terminate_slot = None     # where the last pg_terminate_backend() pid was found
         self.set_view(view)
         self.ryw: SessionPositions | None = None
         self.txn_wrote = False          # the open transaction wrote (read-your-writes)
@@ -188,6 +191,9 @@ class StreamRouting:
         """The session's configuration: at start, and after PGPOOL SET / RESET."""
         self.cfg = cfg
         self.logging = bool(cfg.log_statement or cfg.log_per_node_statement)
+        # the statement text is decoded only for what reads it: logging, the primary routing
+        # patterns, function calls (pg_terminate_backend)
+        self._text_wanted = self.logging or bool(cfg.primary_routing_query_pattern_list)
         mode = cfg.read_your_writes
         if mode == "off":
             self.ryw = None
@@ -208,7 +214,31 @@ class StreamRouting:
             or (self.primary,)
 
     def _decide(self, facts, sql=None):
-        return self._route(facts, self.state, self.view, self.cfg, sql=sql)
+        d = self._route(facts, self.state, self.view, self.cfg, sql=sql,
+                        backend_pid_node=self._backend_pid_node)
+        if d.reason == "terminate_backend":
+            self._terminating()
+        return d
+
+    def _backend_pid_node(self, pid: int) -> int | None:
+        """pg_terminate_backend(pid): the node of pgpool's backend connection with that pid."""
+        found = self._terminate_slot = self.session.shm.find_backend_pid(pid)
+        if found is None:
+            self.session.log("LOG", f"found the pg_terminate_backend request for backend "
+                                    f"pid:{pid}, but the backend connection does not belong "
+                                    f"to pgpool-II")
+            return None
+        return found[2]
+
+    def _terminating(self) -> None:
+        """Mark the connection the routed pg_terminate_backend() ends (pgpool-II's
+        pool_set_connection_will_be_terminated): its session ends, no failover follows."""
+        proc, pool, node = self._terminate_slot
+        c = self.session.shm.processes[proc].pools[pool].conns[node]
+        c.terminating_pid = c.pid
+        self.session.log("LOG", f"found the pg_terminate_backend request for backend "
+                                f"pid:{c.pid} on backend node:{node}",
+                         "setting the connection flag")
 
     def _count(self, rule: str) -> None:
         """Count an outcome decided here on top of the router's own decision (SHOW
@@ -217,9 +247,12 @@ class StreamRouting:
         if counters is not None:
             counters[self._rule_index[rule]] += 1
 
-    def simple_query_unit(self, msg: bytes) -> Unit:
-        sql = msg[5:-1].decode("utf-8", "replace")
-        facts = self._classify(sql)
+    def simple_query_unit(self, msg: bytes, entry=None) -> Unit:
+        """The unit of a simple Query; `entry`: its memo entry when the caller has it."""
+        text = msg[5:-1]
+        facts, kind, _, sql, _ = entry if entry is not None else memo.lookup(text)
+        if sql is None and (self._text_wanted or facts.functions):
+            sql = text.decode("utf-8", "replace")
         d = routed = self._decide(facts, sql)
         primary = self.primary
         balanced = d.reason in BALANCED_RULES and d.nodes[0] != primary
@@ -235,8 +268,9 @@ class StreamRouting:
             self._forget_statements(facts)
         nodes = d.nodes
         self.last_nodes = nodes
-        self.stats.count(stat_kind(msg[5:-1]), nodes)
-        self.log.simple(nodes, sql, d.standby_sql, primary)
+        self.stats.count(kind, nodes)
+        if self.logging:
+            self.log.simple(nodes, sql, d.standby_sql, primary)
         u = Unit(nodes, d.reply_node, True, None,
                  primary if balanced and not state.in_transaction else None)
         if d.standby_sql is not None:
@@ -259,8 +293,12 @@ class StreamRouting:
         for msg in batch:
             k = msg[0]
             if k == 80:                                   # Parse
-                name, query = parse_message_query(msg)
-                st = _Stmt(name, self._classify(query), msg, query)
+                name_end = msg.index(b"\0", 5)
+                text = msg[name_end + 1:msg.index(b"\0", name_end + 1)]
+                facts, kind, _, query, _ = memo.lookup(text, True)
+                name = msg[5:name_end].decode("utf-8", "replace") if name_end > 5 else ""
+                st = _Stmt(name, facts, kind, msg,
+                           query if query is not None else text.decode("utf-8", "replace"))
                 self.stmts[name] = st
                 parsed_here.append(st)
             elif k == 66:                                 # Bind
@@ -270,7 +308,7 @@ class StreamRouting:
                 if st is not None and st not in parsed_here:
                     needed.append(st)
             elif k == 69:                                 # Execute
-                portal, _ = _cstr_at(msg, 5)
+                portal = _cstr_at(msg, 5)[0] if msg[5] else ""
                 sname = self.portals.get(portal, "")
                 st = self.stmts.get(sname)
                 if st is None and sname in self.state.prepared:
@@ -285,9 +323,8 @@ class StreamRouting:
                     self.state.after_statement(st.facts, routed, self.cfg)
                     decisions.append(d)
                     executed.add(id(st))
-                    kind = stat_kind(st.query.encode()[:12])
-                    kinds.append(kind)
-                    self.stats.count(kind, d.nodes)
+                    kinds.append(st.kind)
+                    self.stats.count(st.kind, d.nodes)
             elif k == 68 and msg[5] == 83:                # Describe statement
                 st = self.stmts.get(_cstr_at(msg, 6)[0])
                 if st is not None and st not in parsed_here:
@@ -298,7 +335,12 @@ class StreamRouting:
             if id(st) not in executed:
                 decisions.append(self._decide(st.facts, st.query))
         balanced = False
-        if decisions:
+        if len(decisions) == 1:
+            d = decisions[0]
+            nodes_t = d.nodes
+            reply = d.reply_node
+            balanced = len(nodes_t) == 1 and reply != primary and d.reason in BALANCED_RULES
+        elif decisions:
             first = decisions[0]
             nodes = set(first.nodes)
             same = True
@@ -346,7 +388,8 @@ class StreamRouting:
         for name in closed_stmts:
             self.stmts.pop(name, None)
             self.state.forget_prepared(name)
-        self.log.batch(nodes_t, batch)
+        if self.logging:
+            self.log.batch(nodes_t, batch)
         self._retry = (parsed_here, needed, kinds)
         return unit, prefixes
 

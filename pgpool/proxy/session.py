@@ -369,6 +369,7 @@ class Session:
             self._send_quietly(fatal("08P01", str(e)))
             self.log("LOG", f"protocol violation from client: {e}")
         except BackendLost as e:
+            self._check_terminated(e.node_id)
             self.worker.backend_failed(e.node_id, str(e), shutdown=e.shutdown)
             self._send_quietly(fatal("08006", f"unable to read data from DB node {e.node_id}",
                                      str(e)))
@@ -379,11 +380,23 @@ class Session:
 
     def _node_lost(self, node: int, message: str, shutdown: bool, report: bool) -> None:
         """The relay dropped a node other than the primary: route around it from now on."""
+        self._check_terminated(node)
         self.log("LOG", f"session goes on without backend node {node}", message)
         self.slot.pools[self.ps.slot].conns[node].connected = 0
         self._route_around_lost_nodes(self.worker.current_view())
         if report:
             self.worker.backend_failed(node, message, shutdown=shutdown)
+
+    def _check_terminated(self, node: int) -> None:
+        """SessionEnd if the lost connection to `node` was ended by a pg_terminate_backend()
+        routed through pgpool (pgpool-II's swallow_termination): the session ends as the
+        caller wanted, and that is no node failure."""
+        c = self.slot.pools[self.ps.slot].conns[node]
+        if c.terminating_pid and c.terminating_pid == c.pid:
+            message = (f"connection to postmaster on DB node {node} was lost due to "
+                       f"pg_terminate_backend")
+            raise SessionEnd(message, fatal("57P01", message,
+                                            "pg_terminate_backend was called on the backend"))
 
     def _view_changed(self) -> None:
         """The shared node table changed (between two units): drop the nodes now down; the

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import sqlglot
 from sqlglot import exp
@@ -78,6 +78,16 @@ class StatementFacts:
     # DROP) | "drop" | "discard", names)
     temp_ops: tuple[tuple[str, tuple[str, ...]], ...] = ()
     temp_schema: bool = False       # names a relation in pg_temp (a temporary one, certainly)
+    # derived: a single parsed read-only SELECT that calls no function and touches no session
+    # state (transaction, isolation, temporary relations): routing it changes nothing to track
+    plain_read: bool = field(default=False, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plain_read", (
+            self.kind == "select" and self.is_read_only and self.parsed
+            and not self.multi_statement and not self.functions and not self.temp_ops
+            and self.transaction is None and self.serializable is None
+            and not self.isolation_reset))
 
     @property
     def standby_begin(self) -> bool:

@@ -61,6 +61,9 @@ class BackendSlot(ctypes.Structure):
         # current LSN / a standby's replay LSN, and when (time.time()) they were read
         ("wal_lsn", ctypes.c_uint64),
         ("lsn_time", ctypes.c_double),
+        # standby_delay is in microseconds (pg_stat_replication.replay_lag,
+        # delay_threshold_by_time) instead of bytes
+        ("standby_delay_by_time", ctypes.c_int32),
     ]
 
 
@@ -124,6 +127,10 @@ def _make_types(max_pool: int, num_backends: int):
             ("pid", ctypes.c_int32),
             ("key", ctypes.c_int32),
             ("connected", ctypes.c_int32),
+            # the backend pid some session asked pg_terminate_backend() for (the one write
+            # from another worker, pgpool-II's swallow_termination): when it equals `pid`,
+            # the loss of this connection ends its session and is no node failure
+            ("terminating_pid", ctypes.c_int32),
         ]
 
     class PoolSlot(ctypes.Structure):
@@ -271,4 +278,18 @@ class SharedState:
                     if c.connected and c.pid == pid and c.key == key:
                         return [(n, pool.conns[n].pid, pool.conns[n].key) for n in range(nb)
                                 if pool.conns[n].connected]
+        return None
+
+    def find_backend_pid(self, pid: int):
+        """Where pgpool's backend connection with PostgreSQL pid `pid` is (pgpool-II's
+        pool_coninfo_backend_pid): (process slot, pool slot, node), or None."""
+        nb = self.num_backends
+        for i, p in enumerate(self.processes):
+            for j, pool in enumerate(p.pools):
+                if not pool.in_use:
+                    continue
+                for node in range(nb):
+                    c = pool.conns[node]
+                    if c.connected and c.pid == pid:
+                        return i, j, node
         return None

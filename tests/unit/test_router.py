@@ -14,6 +14,7 @@ DEFAULTS = dict(
     statement_level_load_balance=False, allow_sql_comments=False,
     ignore_leading_white_space=True, database_redirect_preference_list="",
     app_name_redirect_preference_list="", delay_threshold=0, prefer_lower_delay_standby=False,
+    delay_threshold_by_time=0,
     write_function_list=[], read_only_function_list=[], primary_routing_query_pattern_list="",
     check_temp_table="catalog", check_unlogged_table=True, reset_query_list=["ABORT", "DISCARD ALL"],
     dml_adaptive_object_relationship_list="",

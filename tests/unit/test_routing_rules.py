@@ -150,16 +150,21 @@ RULE_ROWS = [
      {}, {}, (2,)),
     ("lower_delay_standby", "SELECT 1", {}, {"delay_threshold": 100, "prefer_lower_delay_standby": True},
      {}, {"delays": (0, 500, 10)}, (2,)),
+    # answers["backend_pids"]: backend pids of pgpool's connections -> node
+    ("terminate_backend", "SELECT pg_terminate_backend(4242)", {}, {},
+     {"backend_pids": {4242: 2}}, {}, (2,)),
 ]
 
 
 @pytest.mark.parametrize("rule,sql,state,cfg,answers,view,nodes", RULE_ROWS,
                          ids=[f"{r[0]}:{r[1][:40]}" for r in RULE_ROWS])
 def test_rule(rule, sql, state, cfg, answers, view, nodes):
-    state = dict(state)
+    state, answers = dict(state), dict(answers)
     lb = state.pop("load_balance_node", 1)
+    pids = answers.pop("backend_pids", {})
     s = make_session(FakeCatalog(**answers), lb=lb, **state)
-    d = route(classify(sql), s, make_view(**view), make_cfg(**cfg), sql=sql)
+    d = route(classify(sql), s, make_view(**view), make_cfg(**cfg), sql=sql,
+              backend_pid_node=pids.get)
     assert (d.nodes, d.reason) == (nodes, rule)
     assert d.reply_node == (0 if 0 in d.nodes else d.nodes[0])
 
