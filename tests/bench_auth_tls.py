@@ -12,7 +12,9 @@ for each scenario and runs pgbench in interleaved rounds.  Scenarios:
   tls-trust  client -> pgpool TLS (sslmode=require), trust; pgpool -> PostgreSQL TLS
   tls-scram  both: TLS and SCRAM
 
-Prints TPS per round, the medians and ours/pgpool-II.  Not a test: nothing passes or fails.
+Prints TPS and the CPU time of each pgpool's process tree per connection (user + system, the
+steadier figure on a busy machine) per round, the medians and ours/pgpool-II.  Not a test:
+nothing passes or fails.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import psutil
 
 from pgpool.tools import certs
 from pgpool.tools.cluster import PgCluster
@@ -40,16 +44,40 @@ SCENARIOS = {            # name: (pgpool ssl, pool_hba method, client sslmode)
 }
 
 
-def run_pgbench(port: int, sslmode: str, seconds: int, clients: int) -> float | None:
-    conninfo = f"host=127.0.0.1 port={port} user={USER} dbname={DB} sslmode={sslmode} gssencmode=disable"
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its children so far."""
+    total = 0.0
+    parent = psutil.Process(pid)
+    for proc in [parent, *parent.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue            # ended meanwhile
+        total += times.user + times.system
+    return total
+
+
+def run_pgbench(pgpool: PgpoolProcess, sslmode: str, seconds: int, clients: int) -> tuple[float, float] | None:
+    """(TPS, CPU µs of the pgpool per connection), None when pgbench failed."""
+    conninfo = f"host=127.0.0.1 port={pgpool.port} user={USER} dbname={DB} sslmode={sslmode} gssencmode=disable"
     cmd = [client_program("pgbench"), "-n", "-S", "-C", "-c", str(clients), "-j", "2", "-T", str(seconds), conninfo]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"PGPASSWORD": PASSWORD}
+    cpu = tree_cpu(pgpool.pid)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120)
+    cpu = tree_cpu(pgpool.pid) - cpu
     found = re.search(r"^tps = ([0-9.]+)", proc.stdout, re.MULTILINE)
-    if proc.returncode != 0 or not found:
-        sys.stderr.write(f"pgbench on port {port} failed:\n{proc.stderr[-1500:]}\n")
+    done = re.search(r"^number of transactions actually processed: (\d+)", proc.stdout, re.MULTILINE)
+    if proc.returncode != 0 or not found or not done or not int(done.group(1)):
+        sys.stderr.write(f"pgbench on port {pgpool.port} failed:\n{proc.stderr[-1500:]}\n")
         return None
-    return float(found.group(1))
+    return float(found.group(1)), cpu * 1e6 / int(done.group(1))
+
+
+def medians(rows: list[tuple[float, float]]) -> tuple[float, float]:
+    """Median TPS and median CPU per connection of some rounds (0, 0 for none)."""
+    if not rows:
+        return 0.0, 0.0
+    return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
 
 
 def main() -> int:
@@ -67,7 +95,7 @@ def main() -> int:
         "ssl": "on", "ssl_cert_file": str(pg_cert.cert_path), "ssl_key_file": str(pg_cert.key_path),
         "max_connections": 200})
     pools: list[PgpoolProcess] = []
-    results: dict[tuple[str, str], list[float]] = {}
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         node = cluster.primary
         node.psql(f"CREATE DATABASE {DB}")
@@ -94,26 +122,27 @@ def main() -> int:
                 targets[name] = pgpool
             for r in range(rounds):
                 for name, pgpool in targets.items():
-                    tps = run_pgbench(pgpool.port, sslmode, seconds, clients)
-                    if tps is not None:
-                        results.setdefault((scenario, name), []).append(tps)
+                    got = run_pgbench(pgpool, sslmode, seconds, clients)
+                    if got is not None:
+                        results.setdefault((scenario, name), []).append(got)
                     print(f"round {r + 1} {scenario:10s} {name:10s} "
-                          f"{'failed' if tps is None else f'{tps:8.1f} tps'}", flush=True)
+                          f"{'failed' if got is None else f'{got[0]:8.1f} tps {got[1]:8.0f} µs CPU/connection'}",
+                          flush=True)
             for pgpool in targets.values():
                 pgpool.cleanup()
     finally:
         for pgpool in pools:
             pgpool.cleanup()
         cluster.destroy()
-    print(f"\npgbench -S -C -c {clients} -j 2 -T {seconds}, {rounds} rounds, median TPS")
-    print(f"{'scenario':12s}{'ours':>10s}{'pgpool-II':>12s}{'ours/pgpool-II':>16s}")
+    print(f"\npgbench -S -C -c {clients} -j 2 -T {seconds}, {rounds} rounds, medians "
+          "(TPS; CPU = µs of the pgpool's processes per connection)")
+    print(f"{'scenario':12s}{'ours':>10s}{'pgpool-II':>12s}{'ours/pgpool-II':>16s}"
+          f"{'CPU ours':>10s}{'CPU pgpool-II':>15s}")
     for scenario in scenarios:
-        ours = results.get((scenario, "ours"))
-        real = results.get((scenario, "pgpool-II"))
-        mo = statistics.median(ours) if ours else None
-        mr = statistics.median(real) if real else None
-        ratio = f"{mo / mr:16.2f}" if mo and mr else f"{'-':>16s}"
-        print(f"{scenario:12s}{mo or 0:10.0f}{mr or 0:12.0f}{ratio}")
+        to, co = medians(results.get((scenario, "ours"), []))
+        tr, cr = medians(results.get((scenario, "pgpool-II"), []))
+        ratio = f"{to / tr:16.2f}" if to and tr else f"{'-':>16s}"
+        print(f"{scenario:12s}{to:10.0f}{tr:12.0f}{ratio}{co:10.0f}{cr:15.0f}")
     return 0
 
 

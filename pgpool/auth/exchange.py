@@ -257,6 +257,9 @@ FRONTEND_METHODS: dict[str, Callable[[MessageIO, str, str | None, dict], str | N
     "ldap": _auth_not_yet("LDAP"),
 }
 
+# the methods that check the client against its pool_passwd entry (the others get None for it)
+POOL_PASSWD_METHODS = frozenset(("password", "md5", "scram-sha-256"))
+
 
 def authenticate_frontend(io: MessageIO, method: str, user: str, database: str, stored_secret: str | None,
                           *, client_host: str = "[local]", ssl: bool = False, cert_cn: str | None = None,

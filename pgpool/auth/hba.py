@@ -25,6 +25,7 @@ CONN_TYPES = ("local", "host", "hostssl", "hostnossl")
 METHODS = ("trust", "reject", "password", "md5", "scram-sha-256", "cert", "pam", "ldap")
 ADDRESS_KEYWORDS = ("all", "samehost", "samenet")
 DEFAULT_PAM_SERVICE = "pgpool"
+MATCH_MEMO_SIZE = 4096          # remembered match results (cleared when full)
 
 # Authentication option -> the method it belongs to.  A pam option on another method is only
 # warned about (pgpool-II logs it and keeps the line); an ldap option there is an error.
@@ -418,11 +419,30 @@ class HbaConfig:
         self.warnings = warnings or []
         self.interfaces = interfaces
         self.resolve_hostname = resolve_hostname
+        # Results are remembered unless a rule depends on the host's interfaces or on DNS,
+        # which may change: matching is then a function of the connection's attributes only.
+        self._memo: dict | None = None if any(
+            r.hostname is not None or r.address_keyword in ("samehost", "samenet") for r in rules) else {}
 
     def match(self, conn_type: str, is_ssl: bool, client_addr: str | None, database: str,
               user: str) -> HbaRule | None:
         """The first rule for a connection: ``conn_type`` "local" (Unix socket, ``client_addr``
         ignored) or "host" (TCP, ``client_addr`` its IP address); None = no entry (reject)."""
+        memo = self._memo
+        if memo is None:
+            return self._match(conn_type, is_ssl, client_addr, database, user)
+        key = (conn_type, is_ssl, client_addr, database, user)
+        rule = memo.get(key, memo)          # the dict itself: not remembered yet
+        if rule is not memo:
+            return rule
+        rule = self._match(conn_type, is_ssl, client_addr, database, user)
+        if len(memo) >= MATCH_MEMO_SIZE:
+            memo.clear()
+        memo[key] = rule
+        return rule
+
+    def _match(self, conn_type: str, is_ssl: bool, client_addr: str | None, database: str,
+               user: str) -> HbaRule | None:
         if conn_type not in ("local", "host"):
             raise ValueError('conn_type must be "local" or "host"')
         client = ipaddress.ip_address(client_addr.split("%")[0]) if conn_type == "host" else None

@@ -127,7 +127,10 @@ class PasswordEntry:
             if secret is None or password_type(secret) is not PasswordType.AES:
                 return secret
             return TEXT_PREFIX + decrypt(secret)
-        return PasswordEntry(self.user, clear(self.password), self.backend_user, clear(self.backend_password))
+        password, backend_password = clear(self.password), clear(self.backend_password)
+        if password is self.password and backend_password is self.backend_password:
+            return self
+        return PasswordEntry(self.user, password, self.backend_user, backend_password)
 
 
 def split_fields(line: str) -> list[str]:

@@ -10,6 +10,7 @@ the node; before a new session, pooled connections that no longer match the usab
 closed.
 """
 
+import gc
 import os
 import select
 import signal
@@ -126,6 +127,9 @@ class Worker:
 
     def run(self) -> int:
         log.set_process("child")
+        # What the parent built (modules, configuration) lives as long as this worker: out of
+        # the collector's way, a full collection only looks at what sessions created since.
+        gc.freeze()
         self.shm.reset_process_slot(self.index, os.getpid())
         slot = self.slot = self.shm.processes[self.index]
         self.stats = Stats(slot)
@@ -136,8 +140,14 @@ class Worker:
         by_fd = {}
         for ls in self.listeners:
             ls.setblocking(False)
+            is_unix = ls.family == socket.AF_UNIX
+            if not is_unix:
+                # as pgpool-II sets them on each client socket; Linux copies both options
+                # from the listening socket to every connection accept() returns
+                ls.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                ls.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             poller.register(ls.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
-            by_fd[ls.fileno()] = ls
+            by_fd[ls.fileno()] = (ls, int(ls.family), is_unix)
         poller.register(self._wake_r, select.EPOLLIN)
         served = 0
         idle_since = time.monotonic()
@@ -180,14 +190,18 @@ class Worker:
                 self._drain_wakeups()
                 continue          # act on the signal's flag first; a pending client stays queued
             for fd, _ev in events:
+                ls, family, is_unix = by_fd[fd]
                 try:
-                    sock, addr = by_fd[fd].accept()
+                    # socket.accept() less its conversions of family and type to enums; the
+                    # new socket is blocking (accept4() without SOCK_NONBLOCK)
+                    conn_fd, addr = ls._accept()
+                    sock = socket.socket(family, socket.SOCK_STREAM, 0, conn_fd)
                 except (BlockingIOError, InterruptedError):
                     continue        # another worker took it
                 except OSError as e:
                     log.log("LOG", f"failed to accept a connection: {e}")
                     continue
-                self._serve(sock, addr)
+                self._serve(sock, addr, is_unix)
                 served += 1
                 idle_since = time.monotonic()
                 slot.last_activity = int(time.time())
@@ -237,15 +251,11 @@ class Worker:
             if ps is not None and set(ps.conns) != targets:
                 self.pool.discard(i)
 
-    def _serve(self, sock: socket.socket, addr) -> None:
+    def _serve(self, sock: socket.socket, addr, is_unix: bool) -> None:
         self._drop_stale_slots()
-        sock.setblocking(True)
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.in_session = True
         try:
-            Session(self, sock, addr).run()
+            Session(self, sock, addr, is_unix).run()
         except Exception as e:   # a bug must end this session only, never the worker loop
             log.log("WARNING", f"session ended by an internal error: {e.__class__.__name__}: {e}")
             import traceback

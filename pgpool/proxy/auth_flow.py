@@ -20,7 +20,7 @@
 import hmac
 import ssl
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pgpool import log
 from pgpool.auth import exchange, scram
@@ -39,8 +39,7 @@ def _session_end(message: str, reply: bytes):
     return SessionEnd(message, reply)
 
 
-@dataclass(frozen=True)
-class ClientInfo:
+class ClientInfo(NamedTuple):
     """What authentication needs to know about the client's connection."""
 
     host: str = "[local]"                 # IP address, "[local]" for a Unix socket
@@ -85,9 +84,10 @@ def authenticate_client(worker, io, rule, user: str, database: str) -> str | Non
     """pool_hba.conf authentication by ``rule``; returns the cleartext password when the method
     revealed it (password, pam)."""
     client = io.client
+    stored = _stored_secret(worker, user) if rule.method in exchange.POOL_PASSWD_METHODS else None
     try:
         password = exchange.authenticate_frontend(
-            io, rule.method, user, database, _stored_secret(worker, user), client_host=client.host,
+            io, rule.method, user, database, stored, client_host=client.host,
             ssl=client.tls, cert_cn=client.cert_cn, channel_binding=client.channel_binding,
             pam_service=rule.pam_service)
     except exchange.AuthError as e:

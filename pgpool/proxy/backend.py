@@ -51,10 +51,11 @@ def open_socket(host: str, port: int, timeout: float | None, negotiate_ssl: bool
 
 
 def read_message(sock: socket.socket, buf: bytearray, max_length: int,
-                 closed: str) -> tuple[bytes, bytes]:
+                 closed: str, wait=None) -> tuple[bytes, bytes]:
     """Next whole message (kind, payload) from `sock`, buffered in `buf` (used outside the relay:
     startup, authentication, pgpool's own queries). ValueError on a length outside
-    4..max_length, EOFError(`closed`) when the peer closed the socket."""
+    4..max_length, EOFError(`closed`) when the peer closed the socket. `wait()`, when given,
+    is called before each read from the socket (to time it out)."""
     while True:
         if len(buf) >= 5:
             length = _I32.unpack_from(buf, 1)[0]
@@ -64,6 +65,8 @@ def read_message(sock: socket.socket, buf: bytearray, max_length: int,
                 kind, payload = bytes(buf[:1]), bytes(buf[5:length + 1])
                 del buf[:length + 1]
                 return kind, payload
+        if wait is not None:
+            wait()
         chunk = sock.recv(65536)
         if not chunk:
             raise EOFError(closed)
@@ -94,13 +97,47 @@ class BackendConn:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def recv_message(self) -> tuple[bytes, bytes]:
+    def recv_message(self, wait=None) -> tuple[bytes, bytes]:
         """Next whole message (kind, payload); EOFError if the server closed the socket."""
         try:
             return read_message(self.sock, self.rbuf, m.MAX_MESSAGE_LENGTH,
-                                "backend closed the connection")
+                                "backend closed the connection", wait)
         except ValueError as e:
             raise BackendError(self.node_id, f"{e} from backend") from e
+
+    def _waiter(self, timeout: float):
+        """A wait() for read_message: socket.timeout when nothing arrives within `timeout`
+        seconds (one poll() per read, the socket stays blocking)."""
+        poller = select.poll()
+        poller.register(self.fileno, select.POLLIN)
+        ms = int(timeout * 1000)
+        sock = self.sock
+        tls = isinstance(sock, ssl.SSLSocket)
+
+        def wait() -> None:
+            if not (tls and sock.pending()) and not poller.poll(ms):
+                raise socket.timeout(f"backend node {self.node_id} did not answer within {timeout}s")
+        return wait
+
+    def finish_queries(self, count: int, timeout: float) -> list[int]:
+        """Read the replies to `count` simple queries sent at once (up to their ReadyForQuery),
+        waiting at most `timeout` seconds for each read: the indexes of the queries that
+        failed. ParameterStatus updates `params`."""
+        wait = self._waiter(timeout)
+        failed: list[int] = []
+        done = 0
+        while done < count:
+            kind, payload = self.recv_message(wait)
+            if kind == b"Z":
+                self.txn_status = payload[:1]
+                done += 1
+            elif kind == b"E":
+                failed.append(done)
+            elif kind == b"S":
+                k, v = payload.split(b"\0")[:2]
+                self.params[k.decode()] = v.decode()
+                self.handshake = None
+        return failed
 
     def simple_query(self, sql: str) -> tuple[list[list[str | None]], list[dict]]:
         """Run a query on this connection; returns (rows as text, errors)."""
@@ -130,23 +167,6 @@ class BackendConn:
                 self.txn_status = payload[:1]
                 return rows, errors
 
-    def is_broken(self) -> bool:
-        """True if the server closed the socket or sent something while idle."""
-        sock = self.sock
-        if isinstance(sock, ssl.SSLSocket):     # no MSG_PEEK through TLS: anything readable counts
-            if sock.pending():
-                return True
-            poller = select.poll()
-            poller.register(self.fileno, select.POLLIN)
-            return bool(poller.poll(0))
-        try:
-            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        return True  # EOF, or a message (e.g. FATAL on shutdown) arrived while idle
-
     def close(self, terminate: bool = True) -> None:
         try:
             if terminate:
@@ -157,6 +177,17 @@ class BackendConn:
             self.sock.close()
         except OSError:
             pass
+
+
+def any_broken(conns) -> bool:
+    """True if the server of one of these idle connections closed it or sent something (e.g. a
+    FATAL on shutdown): one poll() for all of them (TLS: decrypted data waiting counts too)."""
+    poller = select.poll()
+    for c in conns:
+        if isinstance(c.sock, ssl.SSLSocket) and c.sock.pending():
+            return True
+        poller.register(c.fileno, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 # pgpool's own queries on a session's connections run through a named statement and portal of

@@ -5,9 +5,12 @@ whole startup packet matches; the oldest idle slot is evicted when all are taken
 postgres, template0, template1 and regression are never cached.
 """
 
+import functools
 import time
+from typing import NamedTuple
 
-from pgpool.proxy.backend import BackendConn
+from pgpool.protocol import messages as m
+from pgpool.proxy.backend import BackendConn, any_broken
 
 NEVER_CACHED_DATABASES = frozenset({"postgres", "template0", "template1", "regression"})
 
@@ -47,6 +50,31 @@ def pool_key(params: dict[str, str]) -> tuple:
     return tuple(sorted(params.items()))
 
 
+class ResetPlan(NamedTuple):
+    """What is sent to a backend connection when its client leaves."""
+
+    request: bytes              # the Query messages, in one write
+    count: int                  # how many ReadyForQuery end the replies
+    must_succeed: tuple         # per query: does an error in it make the connection unusable
+
+
+def reset_plan(reset_query_list, in_transaction: bool) -> ResetPlan:
+    """What to send when a client leaves: reset_query_list (a list, or a string split at ';'),
+    its queries in one write (the replies read afterwards); ABORT is left out when no
+    transaction is open, and its failure does not matter."""
+    setting = reset_query_list if isinstance(reset_query_list, str) else tuple(reset_query_list)
+    return _reset_plan(setting, in_transaction)
+
+
+@functools.lru_cache(maxsize=16)
+def _reset_plan(setting: str | tuple[str, ...], in_transaction: bool) -> ResetPlan:
+    items = setting.split(";") if isinstance(setting, str) else setting
+    run = [q.strip() for q in items
+           if q.strip() and (in_transaction or q.strip().upper() != "ABORT")]
+    return ResetPlan(b"".join(m.query(q) for q in run), len(run),
+                     tuple(q.upper() != "ABORT" for q in run))
+
+
 class ConnectionPool:
     def __init__(self, max_pool: int, shm=None, proc_index: int = 0):
         self.slots: list[PooledSession | None] = [None] * max_pool
@@ -63,7 +91,7 @@ class ConnectionPool:
         for i, ps in enumerate(self.slots):
             if ps is None or ps.key != key:
                 continue
-            if any(c.is_broken() for c in ps.conns.values()):
+            if any_broken(ps.conns.values()):
                 self.discard(i)
                 return None
             ps.counter += 1

@@ -13,7 +13,7 @@ from pgpool.proxy.backend import (BackendConn, BackendError, open_socket, read_m
                                   read_startup_reply)
 from pgpool.proxy.cancel import forward_cancel
 from pgpool.proxy.local import LocalCommands
-from pgpool.proxy.pool import NEVER_CACHED_DATABASES, PooledSession, pool_key
+from pgpool.proxy.pool import NEVER_CACHED_DATABASES, PooledSession, pool_key, reset_plan
 from pgpool.proxy.relay import (BackendLost, ClientClosed, ClientIdle, ClientProtocolError,
                                 Relay)
 from pgpool.proxy.routing import RawRouting, StreamRouting
@@ -32,6 +32,7 @@ class SessionEnd(Exception):
 
 
 _TIMEVAL = struct.Struct("@ll")
+RESET_TIMEOUT = 10.0        # seconds a backend may take to answer each read of the reset
 
 
 def _set_recv_timeout(sock: socket.socket, seconds: int) -> None:
@@ -39,17 +40,41 @@ def _set_recv_timeout(sock: socket.socket, seconds: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(int(seconds), 0))
 
 
+class RecvTimeout:
+    """authentication_timeout as a kernel receive timeout (SO_RCVTIMEO: no poll() before each
+    recv), armed before the first read from the client that has to wait -- never for a client
+    whose packets are there when they are read, as a trusted one's usually are."""
+
+    __slots__ = ("sock", "seconds", "armed")
+
+    def __init__(self, sock: socket.socket, seconds: int):
+        self.sock, self.seconds, self.armed = sock, seconds, False
+
+    def arm(self) -> None:
+        if not self.armed and self.seconds > 0:
+            _set_recv_timeout(self.sock, self.seconds)
+            self.armed = True
+
+    def disarm(self, sock: socket.socket) -> None:
+        """`sock`: the client's socket now (a TLS one replaces the plain one)."""
+        if self.armed:
+            _set_recv_timeout(sock, 0)
+            self.armed = False
+
+
 def fatal(sqlstate: str, message: str, detail: str | None = None) -> bytes:
     return m.error_response("FATAL", sqlstate, message, detail)
 
 
 class ClientIO:
-    """Message I/O on the client socket for the authentication exchanges."""
+    """Message I/O on the client socket for the authentication exchanges; `before_read()` is
+    called before each read from the socket."""
 
-    def __init__(self, sock: socket.socket, client=None):
+    def __init__(self, sock: socket.socket, client=None, before_read=None):
         self.sock = sock
         self.client = client                # auth_flow.ClientInfo
         self.buf = bytearray()
+        self.before_read = before_read
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -57,7 +82,8 @@ class ClientIO:
     def recv_message(self) -> tuple[bytes, bytes]:
         try:
             return read_message(self.sock, self.buf, 65536,
-                                "client closed the connection during authentication")
+                                "client closed the connection during authentication",
+                                self.before_read)
         except ValueError as e:
             raise ClientProtocolError(f"{e} during authentication") from e
 
@@ -89,15 +115,15 @@ class Stats:
 
 
 class Session:
-    def __init__(self, worker, sock: socket.socket, addr):
+    def __init__(self, worker, sock: socket.socket, addr, is_unix: bool):
         self.worker = worker
         self.cfg = worker.cfg
         self.started_at = time.time()
         self.shm = worker.shm
         self.sock = sock
-        self.is_unix = sock.family == socket.AF_UNIX
-        self.client_host = "[local]" if self.is_unix else addr[0]
-        self.client_port = None if self.is_unix else addr[1]
+        self.is_unix = is_unix
+        self.client_host = "[local]" if is_unix else addr[0]
+        self.client_port = None if is_unix else addr[1]
         self.slot = worker.slot
         self.stats = worker.stats
         self.conns: dict[int, BackendConn] = {}
@@ -107,8 +133,9 @@ class Session:
         self.view = None
         self.relay: Relay | None = None
         self.clean_exit = False
-        self.client_info = auth_flow.ClientInfo(self.client_host)
+        self.client_info: auth_flow.ClientInfo | None = None    # known once the startup is read
         self.pgpool_overrides: dict = {}
+        self.recv_timeout = RecvTimeout(sock, self.cfg.authentication_timeout)
 
     def log(self, level: str, message: str, detail: str | None = None) -> None:
         log.log(level, message, detail=detail)
@@ -119,11 +146,9 @@ class Session:
         cfg = self.cfg
         sock = self.sock
         try:
-            # authentication_timeout as a kernel receive timeout: no poll() before each recv
-            _set_recv_timeout(sock, cfg.authentication_timeout)
             start_tls = None if self.is_unix or tls.frontend() is None else self._start_tls
             try:
-                first = read_startup(sock, start_tls)
+                first = read_startup(sock, start_tls, self.recv_timeout.arm)
             except tls.TlsHandshakeError as e:
                 self.log("LOG", f"pool_ssl: SSL handshake with client {self.client_host} failed", str(e))
                 return
@@ -151,9 +176,6 @@ class Session:
                          + (f" port={self.client_port}" if self.client_port else ""))
             self._admit()
             self._begin_session()
-            _set_recv_timeout(self.sock, 0)
-            if self.client_info.tls:
-                self.sock.settimeout(None)
             self._relay()
         except SessionEnd as e:
             if e.reply:
@@ -221,7 +243,8 @@ class Session:
             # a node went down, or came back since (a session that lost a node keeps its slot)
             self.worker.pool.discard(ps.slot)
             ps = None
-        io = ClientIO(self.sock, self.client_info)
+        io = ClientIO(self.sock, self.client_info,
+                      None if self.client_info.tls else self.recv_timeout.arm)
         io.buf += st.extra
         self.client_io = io
         reused = ps is not None
@@ -309,6 +332,12 @@ class Session:
         self.conns = {}
 
     def _send_handshake(self, main: BackendConn) -> None:
+        """The client is authenticated: no more timeout on its socket (a TLS socket's would
+        poll() before each write); AuthenticationOk, the main backend's ParameterStatus and
+        BackendKeyData (built once per connection), ReadyForQuery."""
+        self.recv_timeout.disarm(self.sock)
+        if self.client_info.tls:
+            self.sock.settimeout(None)
         hs = main.handshake
         if hs is None:
             out = [m.auth_ok()]
@@ -481,25 +510,22 @@ class Session:
             sock.close()
         except OSError:
             pass
+        # relay -> router -> session and route state -> catalog -> session are reference
+        # cycles: broken here, a session is freed at once, not by the garbage collector
+        self.relay = self.route_state = None
 
     def _reset_backends(self) -> bool:
-        """Run reset_query_list on every backend; False if any failed (slot then dropped)."""
-        queries = self.cfg.reset_query_list
-        if isinstance(queries, str):
-            queries = [q.strip() for q in queries.split(";") if q.strip()]
-        all_idle = all(c.txn_status == b"I" for c in self.conns.values())
+        """Run reset_query_list on every backend (the queries sent at once, then the replies
+        read); False if one failed or a backend did not answer (the slot is then dropped)."""
+        conns = list(self.conns.values())
+        plan = reset_plan(self.cfg.reset_query_list, any(c.txn_status != b"I" for c in conns))
         try:
-            for q in queries:
-                if all_idle and q.strip().upper() == "ABORT":
-                    continue
-                for c in self.conns.values():
-                    c.sock.settimeout(10)
-                    try:
-                        _, errors = c.simple_query(q)
-                    finally:
-                        c.sock.settimeout(None)
-                    if errors and q.strip().upper() != "ABORT":
+            if plan.count:
+                for c in conns:
+                    c.send(plan.request)
+                for c in conns:
+                    if any(plan.must_succeed[i] for i in c.finish_queries(plan.count, RESET_TIMEOUT)):
                         return False
         except (OSError, EOFError, BackendError):
             return False
-        return all(c.txn_status == b"I" for c in self.conns.values())
+        return all(c.txn_status == b"I" for c in conns)

@@ -47,17 +47,29 @@ class Cancel:
 
 
 class _Reader:
-    """Reads the startup packets with as few recv calls as possible (usually one per packet)."""
+    """Reads the startup packets with as few recv calls as possible (usually one per packet).
+    `before_block()`, when given, is called once before the first recv that has to wait (the
+    socket is read without waiting until then)."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, before_block=None):
         self.sock = sock
         self.buf = bytearray()
+        self.before_block = before_block
+
+    def _recv(self, size: int) -> bytes:
+        if self.before_block is not None:
+            try:
+                return self.sock.recv(size, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                self.before_block()
+                self.before_block = None
+        return self.sock.recv(size)
 
     def exact(self, n: int) -> bytes:
         buf = self.buf
         while len(buf) < n:
             try:
-                chunk = self.sock.recv(max(8192, n - len(buf)))
+                chunk = self._recv(max(8192, n - len(buf)))
             except (socket.timeout, BlockingIOError) as e:
                 # SO_RCVTIMEO expired (authentication_timeout)
                 raise ClientGone("timeout while reading the startup packet") \
@@ -77,13 +89,15 @@ def _fatal(sqlstate: str, msg: str) -> bytes:
     return m.error_response("FATAL", sqlstate, msg)
 
 
-def read_startup(sock: socket.socket, start_tls=None) -> Startup | Cancel:
+def read_startup(sock: socket.socket, start_tls=None, before_block=None) -> Startup | Cancel:
     """Read packets until a StartupMessage or CancelRequest.
 
     An SSLRequest is answered 'S' and the connection handed to ``start_tls(sock)``, which returns
     the TLS socket the rest is read from, when it is given (TLS towards clients is on); else, and
-    for a GSSENCRequest, the answer is 'N' and the client may go on in plain text."""
-    reader = _Reader(sock)
+    for a GSSENCRequest, the answer is 'N' and the client may go on in plain text.
+    ``before_block()`` is called before the first read of the plain socket that has to wait
+    (to arm a receive timeout); the TLS socket's timeout is ``start_tls``'s business."""
+    reader = _Reader(sock, before_block)
     while True:
         head = reader.exact(4)
         length = struct.unpack("!i", head)[0]
@@ -99,7 +113,7 @@ def read_startup(sock: socket.socket, start_tls=None) -> Startup | Cancel:
                                      _fatal("08P01", "received unencrypted data after SSL request"))
             sock.sendall(b"S")
             sock = reader.sock = start_tls(sock)
-            start_tls = None
+            start_tls = reader.before_block = None
             continue
         if code in (m.SSL_REQUEST_CODE, m.GSSENC_REQUEST_CODE):
             sock.sendall(b"N")

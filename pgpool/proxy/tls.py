@@ -198,7 +198,11 @@ def frontend_context(cfg, config_dir: str, problems: list | None = None) -> Fron
     _check_key_file(key, problems)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = MIN_VERSION
+    # No session tickets: OP_NO_TICKET stops TLS 1.2's; TLS 1.3 would still send 2 stateful
+    # ones per handshake, for a per-process session cache no client can use (its next
+    # connection lands on another worker).  PostgreSQL sends none either.
     context.options |= ssl.OP_NO_TICKET
+    context.num_tickets = 0
     _load_key_pair(context, cert, key, cfg.ssl_passphrase_command)
     if cfg.ssl_dh_params_file:
         dh_file = resolve(cfg.ssl_dh_params_file, config_dir)
