@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from pgpool.tools.cluster import PgCluster
@@ -51,3 +52,19 @@ def build_cluster(name: str, num_standbys: int) -> ClusterHandle:
         return ClusterHandle(PgCluster.build_or_load(Path(keep_dir) / name, num_standbys=num_standbys), keep=True)
     base = Path(tempfile.mkdtemp(prefix=f"pgpool-{name}-", dir="/tmp"))
     return ClusterHandle(PgCluster.create(base, num_standbys=num_standbys), keep=False)
+
+
+@contextmanager
+def scratch_cluster(name: str, num_standbys: int, settings: dict | None = None,
+                    setup_sql: str | None = None):
+    """A local primary + ``num_standbys`` standbys of a test module's own, in a fresh /tmp
+    directory (for tests that break or reconfigure their cluster): ``setup_sql`` runs on the
+    primary first; everything is destroyed at the end."""
+    cluster = PgCluster.create(Path(tempfile.mkdtemp(prefix=f"pgpool-{name}-", dir="/tmp")),
+                               num_standbys=num_standbys, settings=settings)
+    try:
+        if setup_sql:
+            cluster.primary.psql(setup_sql)
+        yield cluster
+    finally:
+        cluster.destroy()

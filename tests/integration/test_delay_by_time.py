@@ -9,9 +9,7 @@ the standby has weight 0, so a read leaves the standby only because of its delay
 from __future__ import annotations
 
 import re
-import tempfile
 import threading
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,9 +18,10 @@ from pgpool import log
 from pgpool.config import parse_config_text
 from pgpool.processes.sr_check import check_once
 from pgpool.state import shm as S
-from pgpool.tools.cluster import PgCluster, format_conf
+from pgpool.tools.cluster import format_conf
 from tests.harness.clients import pcp, psql_value
 from tests.harness.wait import wait_for
+from tests.harness.backends import scratch_cluster
 
 APPLY_DELAY_S = 8           # recovery_min_apply_delay of the standby
 WRITE_PAUSE_S = 0.3         # between two commits of the writer
@@ -31,15 +30,11 @@ READ = "SELECT current_setting('cluster_name')"     # "node0" primary, "node1" s
 
 @pytest.fixture(scope="module")
 def cluster():
-    base = Path(tempfile.mkdtemp(prefix="pgpool-delay-by-time-", dir="/tmp"))
     # the primary ignores recovery_min_apply_delay; the standby reports replay every second
-    cluster = PgCluster.create(base, num_standbys=1, settings={
-        "recovery_min_apply_delay": f"{APPLY_DELAY_S}s", "wal_receiver_status_interval": "1s"})
-    try:
-        cluster.primary.psql("CREATE TABLE ticks (at timestamptz)")
-        yield cluster
-    finally:
-        cluster.destroy()
+    with scratch_cluster("delay-by-time", 1, {"recovery_min_apply_delay": f"{APPLY_DELAY_S}s",
+                                              "wal_receiver_status_interval": "1s"},
+                         "CREATE TABLE ticks (at timestamptz)") as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -15,29 +15,22 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from pgpool.tools.cluster import PgCluster
 from tests.harness.clients import pcp
 from tests.harness.pgpool_process import PgpoolProcess
 from tests.harness.wait import wait_for
+from tests.harness.backends import scratch_cluster
 
 NODE = "SELECT current_setting('cluster_name')"
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    cluster = PgCluster.create(Path(tempfile.mkdtemp(prefix="pgpool-drop-", dir="/tmp")),
-                               num_standbys=2)
-    try:
-        cluster.primary.psql("CREATE TABLE drops (id int, what text)")
-        yield cluster
-    finally:
-        cluster.destroy()
+    with scratch_cluster("drop", 2, setup_sql="CREATE TABLE drops (id int, what text)") as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,12 @@ the standby or goes to the primary. Reads report the node that answered (cluster
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from pgpool.tools.cluster import PgCluster
 from tests.harness.pgpool_process import PgpoolProcess
+from tests.harness.backends import scratch_cluster
 
 APPLY_DELAY_MS = 300
 ROUNDS = 20
@@ -24,14 +22,9 @@ ROUNDS = 20
 
 @pytest.fixture(scope="module")
 def lagging_cluster():
-    base = Path(tempfile.mkdtemp(prefix="pgpool-ryw-", dir="/tmp"))
-    cluster = PgCluster.create(base, num_standbys=1,
-                               settings={"recovery_min_apply_delay": f"{APPLY_DELAY_MS}ms"})
-    try:
-        cluster.primary.psql("CREATE TABLE ryw (id int PRIMARY KEY, writer text)")
-        yield cluster
-    finally:
-        cluster.destroy()
+    with scratch_cluster("ryw", 1, {"recovery_min_apply_delay": f"{APPLY_DELAY_MS}ms"},
+                         "CREATE TABLE ryw (id int PRIMARY KEY, writer text)") as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,14 @@ shut down under a running read is handled the same way. The node is never failed
 
 from __future__ import annotations
 
-import tempfile
 import threading
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from pgpool.tools.cluster import PgCluster
 from tests.harness.pgpool_process import PgpoolProcess
 from tests.harness.wait import wait_for
+from tests.harness.backends import scratch_cluster
 
 # node name, rows seen after a 2 s sleep that holds the query's snapshot from its start
 READ = ("SELECT current_setting('cluster_name') AS node, (SELECT count(*) FROM victim) AS n "
@@ -28,14 +26,10 @@ READ = ("SELECT current_setting('cluster_name') AS node, (SELECT count(*) FROM v
 
 @pytest.fixture(scope="module")
 def cluster():
-    base = Path(tempfile.mkdtemp(prefix="pgpool-retry-", dir="/tmp"))
-    cluster = PgCluster.create(base, num_standbys=1, settings={
-        "max_standby_streaming_delay": 0, "hot_standby_feedback": "off"})
-    try:
-        cluster.primary.psql("CREATE TABLE victim (id int)")
-        yield cluster
-    finally:
-        cluster.destroy()
+    with scratch_cluster("retry", 1, {"max_standby_streaming_delay": 0,
+                                      "hot_standby_feedback": "off"},
+                         "CREATE TABLE victim (id int)") as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
