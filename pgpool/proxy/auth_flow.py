@@ -18,7 +18,6 @@
 """
 
 import hmac
-import ssl
 import struct
 from typing import NamedTuple
 
@@ -49,7 +48,7 @@ class ClientInfo(NamedTuple):
 
     @classmethod
     def of(cls, sock, host: str) -> "ClientInfo":
-        if not isinstance(sock, ssl.SSLSocket):
+        if not isinstance(sock, tls.TlsSocket):
             return cls(host)
         front = tls.frontend()
         return cls(host, True, tls.peer_common_name(sock), front.end_point if front else None)
@@ -102,7 +101,7 @@ def authenticate_client(worker, io, rule, user: str, database: str) -> str | Non
 
 def _channel_binding(conn) -> bytes | None:
     """The tls-server-end-point data of a backend connection on TLS."""
-    return tls.peer_end_point(conn.sock) if isinstance(conn.sock, ssl.SSLSocket) else None
+    return tls.peer_end_point(conn.sock) if isinstance(conn.sock, tls.TlsSocket) else None
 
 
 def _backend_error(conn, e: Exception) -> BackendError:

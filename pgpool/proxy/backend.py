@@ -2,11 +2,11 @@
 
 import select
 import socket
-import ssl
 import struct
 
 from pgpool.protocol import messages as m
 from pgpool.proxy import tls
+from pgpool.proxy.tls import TlsSocket
 
 _I32 = struct.Struct("!i")
 _I16 = struct.Struct("!h")
@@ -112,7 +112,7 @@ class BackendConn:
         poller.register(self.fileno, select.POLLIN)
         ms = int(timeout * 1000)
         sock = self.sock
-        tls = isinstance(sock, ssl.SSLSocket)
+        tls = isinstance(sock, TlsSocket)
 
         def wait() -> None:
             if not (tls and sock.pending()) and not poller.poll(ms):
@@ -184,7 +184,7 @@ def any_broken(conns) -> bool:
     FATAL on shutdown): one poll() for all of them (TLS: decrypted data waiting counts too)."""
     poller = select.poll()
     for c in conns:
-        if isinstance(c.sock, ssl.SSLSocket) and c.sock.pending():
+        if isinstance(c.sock, TlsSocket) and c.sock.pending():
             return True
         poller.register(c.fileno, select.POLLIN)
     return bool(poller.poll(0))

@@ -26,7 +26,6 @@ waits for it; in session mode the session's own reads go to the primary until it
 """
 
 import select
-import ssl
 import struct
 import time
 from collections import deque
@@ -35,6 +34,7 @@ from pgpool import log
 from pgpool.protocol import messages as m
 from pgpool.proxy.backend import INSERT_LSN_QUERY, INSERT_LSN_SQL, first_column, internal_query
 from pgpool.proxy import memo
+from pgpool.proxy.tls import TlsSocket
 from pgpool.proxy.stats import stat_kind
 from pgpool.state.ryw import parse_lsn
 
@@ -139,7 +139,7 @@ class Relay:
         self._poller = None                     # made on first need (most sessions never poll)
         self._fast_nodes = tuple(conns)
         self._fd_node = {c.fileno: n for n, c in conns.items()}
-        self._tls = isinstance(client, ssl.SSLSocket) or any(isinstance(c.sock, ssl.SSLSocket)
+        self._tls = isinstance(client, TlsSocket) or any(isinstance(c.sock, TlsSocket)
                                                              for c in conns.values())
         self._registered: dict[int, int] = {}
         self.stalled: set[int] = set()          # nodes with buffered replies for a later unit
@@ -267,7 +267,7 @@ class Relay:
         ready = []
         for fd in want:
             sock = self.client if fd == self.cfileno else self.conns[self._fd_node[fd]].sock
-            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            if isinstance(sock, TlsSocket) and sock.pending():
                 ready.append((fd, select.POLLIN))
         return ready
 

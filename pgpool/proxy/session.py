@@ -188,7 +188,7 @@ class Session:
         finally:
             self._cleanup()
 
-    def _start_tls(self, sock: socket.socket) -> ssl.SSLSocket:
+    def _start_tls(self, sock: socket.socket) -> tls.TlsSocket:
         """The client asked for SSL and was told 'S': the handshake; the TLS socket from now on.
         SO_RCVTIMEO does not stop OpenSSL (it retries), so authentication_timeout is a socket
         timeout on a TLS connection until the client is authenticated."""
@@ -500,12 +500,8 @@ class Session:
         if self.pgpool_overrides:
             log.configure(self.worker.cfg)
         sock = self.sock
-        try:
-            if isinstance(sock, ssl.SSLSocket):     # send close_notify; do not wait for the reply
-                sock.setblocking(False)
-                sock.unwrap()
-        except (OSError, ValueError):
-            pass
+        if isinstance(sock, tls.TlsSocket):
+            sock.close_notify()
         try:
             sock.close()
         except OSError:

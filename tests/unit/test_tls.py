@@ -49,7 +49,7 @@ def client_context(pki, cert: str | None = None) -> ssl.SSLContext:
 
 
 def handshake(front: tls.FrontendTls, client: ssl.SSLContext):
-    """(server-side SSLSocket or the exception, client-side SSLSocket or the exception)."""
+    """(server-side TlsSocket or the exception, client-side SSLSocket or the exception)."""
     a, b = socket.socketpair()
     a.settimeout(10)
     b.settimeout(10)
@@ -111,13 +111,13 @@ def test_frontend_warnings_keep_tls(pki, settings, warning):
     front = tls.frontend_context(config(pki, **settings), str(pki.directory), problems)
     assert [level for level, _ in problems] == ["WARNING"]
     assert warning in problems[0][1]
-    assert isinstance(handshake(front, client_context(pki))[0], ssl.SSLSocket)
+    assert isinstance(handshake(front, client_context(pki))[0], tls.TlsSocket)
 
 
 def test_passphrase_command_unlocks_key(pki):
     cfg = config(pki, ssl_key="enc.key", ssl_cert="enc.crt", ssl_passphrase_command="echo 'pass word'")
     front = tls.frontend_context(cfg, str(pki.directory))
-    assert isinstance(handshake(front, client_context(pki))[0], ssl.SSLSocket)
+    assert isinstance(handshake(front, client_context(pki))[0], tls.TlsSocket)
 
 
 @pytest.mark.parametrize("command, output", [
@@ -178,7 +178,7 @@ def test_revoked_client_certificate(pki, crl, ok):
     settings = {"ssl_crl_file": "ca.crl"} if crl else {}
     front = tls.frontend_context(config(pki, **settings), str(pki.directory))
     server_side, _ = handshake(front, client_context(pki, "mallory"))
-    assert isinstance(server_side, ssl.SSLSocket) is ok
+    assert isinstance(server_side, tls.TlsSocket) is ok
     if not ok:
         assert "certificate revoked" in str(server_side)
 
@@ -260,7 +260,7 @@ def test_negotiate_backend(pki, answer, settings, outcome):
         result.close()
     assert request == tls.SSL_REQUEST
     assert data == b"hello"
-    assert isinstance(result, ssl.SSLSocket) is (outcome == "tls")
+    assert isinstance(result, tls.TlsSocket) is (outcome == "tls")
 
 
 def test_backend_context_errors(pki):
@@ -375,3 +375,68 @@ def test_exchange_plus_between_pgpool_sides(frontend_binding, backend_binding, o
             assert exc.message == "SCRAM channel binding check failed"
             client_io.inbox.put((b"E", exc.to_bytes()[5:]))
             assert isinstance(client_result.result(10), exchange.BackendAuthError)
+
+
+# ---- TlsSocket: the socket interface pgpool uses, over a real TLS connection ------------------------
+
+@pytest.fixture
+def tls_pair(pki):
+    """(server-side TlsSocket, client-side SSLSocket) after a handshake over a socket pair."""
+    front = tls.frontend_context(config(pki), str(pki.directory))
+    a, b = socket.socketpair()
+    a.settimeout(10)
+    b.settimeout(10)
+    with ThreadPoolExecutor(1) as pool:
+        server = pool.submit(tls.accept, a, front)
+        client = client_context(pki).wrap_socket(b, server_hostname="localhost")
+        server_side = server.result(10)
+    yield server_side, client
+    server_side.close()
+    client.close()
+
+
+def test_tls_socket_moves_data_both_ways(tls_pair):
+    server, client = tls_pair
+    big = os.urandom(300_000)                       # many TLS records, more than a socket buffer
+    with ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(server.sendall, big)
+        got = bytearray()
+        while len(got) < len(big):
+            got += client.recv(65536)
+        sending.result(10)
+    assert bytes(got) == big
+    client.sendall(b"hello")
+    assert server.recv(5) == b"hello"
+    assert server.version() == "TLSv1.3"
+    assert server.fileno() == server.sock.fileno()
+
+
+def test_tls_socket_pending_counts_decrypted_bytes(tls_pair):
+    server, client = tls_pair
+    client.sendall(b"abcdef")
+    assert server.recv(2) == b"ab"
+    assert server.pending() == 4                    # poll() would not see these
+    assert server.recv(10) == b"cdef"
+
+
+@pytest.mark.parametrize("ending", ["close_notify", "ragged"])
+def test_tls_socket_end_of_stream_is_empty_read(tls_pair, ending):
+    """The peer's close_notify and a plain close without it both read as b"" (SSLSocket's
+    suppress_ragged_eofs), never as an exception."""
+    server, client = tls_pair
+    if ending == "close_notify":
+        client.setblocking(False)
+        with pytest.raises(ssl.SSLWantReadError):
+            client.unwrap()                         # sent; the server's answer is not awaited
+    client.close()
+    assert server.recv(100) == b""
+
+
+def test_tls_socket_timeout_and_close_notify(tls_pair):
+    server, client = tls_pair
+    server.settimeout(0.05)
+    with pytest.raises(socket.timeout):
+        server.recv(1)                              # the plain socket's timeout governs TLS reads
+    server.close_notify()                           # the peer never answers: returns at once
+    client.settimeout(5)
+    assert client.recv(1) == b""                    # the client saw close_notify
