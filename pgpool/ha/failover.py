@@ -95,7 +95,8 @@ class Failover:
                 self.server.kill_workers(self.server.worker_pids(), signal.SIGUSR1)
             elif kind in (S.REQ_NODE_DOWN, S.REQ_NODE_UP, S.REQ_PROMOTE):
                 self.queue.append(P.Request(kind, node, flags, requester))
-        self._advance()
+        if self.job is None:
+            self._advance()     # a running job waits for its process or time; the rest queue
 
     def poll(self) -> None:
         if isinstance(self.waiting, _Sleep) and time.monotonic() >= self.waiting.until:
