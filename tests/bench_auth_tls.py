@@ -13,8 +13,10 @@ for each scenario and runs pgbench in interleaved rounds.  Scenarios:
   tls-scram  both: TLS and SCRAM
 
 Prints TPS and the CPU time of each pgpool's process tree per connection (user + system, the
-steadier figure on a busy machine) per round, the medians and ours/pgpool-II.  Not a test:
-nothing passes or fails.
+steadier figure on a busy machine) per round, the medians and ours/pgpool-II.  With tls-trust
+it also runs tests/bare_tls.py ("bare-tls": the barest Python TLS proxy, no checks) as the
+yardstick of what a Python design pays per connection here (BENCH_BARE=0 leaves it out).  Not
+a test: nothing passes or fails.
 """
 
 from __future__ import annotations
@@ -22,16 +24,19 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 
 from pgpool.tools import certs
-from pgpool.tools.cluster import PgCluster
+from pgpool.tools.cluster import PgCluster, free_ports
 from tests.harness.clients import client_program
 from tests.harness.pgpool_process import OUR_PGPOOL, REAL_PGPOOL, PgpoolProcess
 
@@ -42,6 +47,29 @@ SCENARIOS = {            # name: (pgpool ssl, pool_hba method, client sslmode)
     "tls-trust": (True, "trust", "require"),
     "tls-scram": (True, "scram-sha-256", "require"),
 }
+
+
+class Bare(NamedTuple):
+    """tests/bare_tls.py running: what run_pgbench needs of a target."""
+
+    port: int
+    pid: int
+    proc: subprocess.Popen
+
+
+def start_bare(cluster: PgCluster, pki) -> Bare:
+    port = free_ports(1)[0]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.bare_tls", str(port), str(cluster.primary.port),
+                             str(pki.server.cert_path), str(pki.server.key_path), str(pki.ca.cert_path)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return Bare(port, proc.pid, proc)
+        except OSError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError("tests/bare_tls.py did not start")
 
 
 def tree_cpu(pid: int) -> float:
@@ -57,7 +85,7 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def run_pgbench(pgpool: PgpoolProcess, sslmode: str, seconds: int, clients: int) -> tuple[float, float] | None:
+def run_pgbench(pgpool: PgpoolProcess | Bare, sslmode: str, seconds: int, clients: int) -> tuple[float, float] | None:
     """(TPS, CPU µs of the pgpool per connection), None when pgbench failed."""
     conninfo = f"host=127.0.0.1 port={pgpool.port} user={USER} dbname={DB} sslmode={sslmode} gssencmode=disable"
     cmd = [client_program("pgbench"), "-n", "-S", "-C", "-c", str(clients), "-j", "2", "-T", str(seconds), conninfo]
@@ -95,6 +123,8 @@ def main() -> int:
         "ssl": "on", "ssl_cert_file": str(pg_cert.cert_path), "ssl_key_file": str(pg_cert.key_path),
         "max_connections": 200})
     pools: list[PgpoolProcess] = []
+    bares: list[Bare] = []
+    with_bare = os.environ.get("BENCH_BARE", "1") != "0"
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         node = cluster.primary
@@ -120,6 +150,9 @@ def main() -> int:
                 pgpool.passwd_path.write_text(f"{USER}:TEXT{PASSWORD}\n")
                 pools.append(pgpool.start())
                 targets[name] = pgpool
+            if scenario == "tls-trust" and with_bare:
+                bares.append(start_bare(cluster, pki))
+                targets["bare-tls"] = bares[-1]
             for r in range(rounds):
                 for name, pgpool in targets.items():
                     got = run_pgbench(pgpool, sslmode, seconds, clients)
@@ -128,21 +161,29 @@ def main() -> int:
                     print(f"round {r + 1} {scenario:10s} {name:10s} "
                           f"{'failed' if got is None else f'{got[0]:8.1f} tps {got[1]:8.0f} µs CPU/connection'}",
                           flush=True)
-            for pgpool in targets.values():
-                pgpool.cleanup()
+            for target in targets.values():
+                if isinstance(target, Bare):
+                    target.proc.terminate()
+                    target.proc.wait(30)
+                else:
+                    target.cleanup()
     finally:
         for pgpool in pools:
             pgpool.cleanup()
+        for bare in bares:
+            bare.proc.kill()
         cluster.destroy()
     print(f"\npgbench -S -C -c {clients} -j 2 -T {seconds}, {rounds} rounds, medians "
           "(TPS; CPU = µs of the pgpool's processes per connection)")
     print(f"{'scenario':12s}{'ours':>10s}{'pgpool-II':>12s}{'ours/pgpool-II':>16s}"
-          f"{'CPU ours':>10s}{'CPU pgpool-II':>15s}")
+          f"{'CPU ours':>10s}{'CPU pgpool-II':>15s}{'bare-tls':>10s}{'CPU bare-tls':>14s}")
     for scenario in scenarios:
         to, co = medians(results.get((scenario, "ours"), []))
         tr, cr = medians(results.get((scenario, "pgpool-II"), []))
         ratio = f"{to / tr:16.2f}" if to and tr else f"{'-':>16s}"
-        print(f"{scenario:12s}{to:10.0f}{tr:12.0f}{ratio}{co:10.0f}{cr:15.0f}")
+        tb, cb = medians(results.get((scenario, "bare-tls"), []))
+        bare = f"{tb:10.0f}{cb:14.0f}" if tb else f"{'-':>10s}{'-':>14s}"
+        print(f"{scenario:12s}{to:10.0f}{tr:12.0f}{ratio}{co:10.0f}{cr:15.0f}{bare}")
     return 0
 
 
