@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pgpool.config.errors import ConfigError
 from pgpool.config.files import read_pgpool_node_id
 from pgpool.config.settings import (
-    ENUM_ALIASES, INIT, MAX_BACKENDS, MEMORY_UNITS, PER_NODE, SETTINGS, TIME_UNITS, Setting,
+    ENUM_ALIASES, INIT, MAX_BACKENDS, MEMORY_UNITS, PER_NODE, SETTINGS, TIME_UNITS, TLS_VERSIONS, Setting,
 )
 
 MAX_INCLUDE_DEPTH = 10
+TLS_ORDER = dict(TLS_VERSIONS)
 DEFAULT_SOCKET_DIR = "/tmp"   # backend_hostnameN left empty means a Unix socket here
 
 
@@ -187,7 +188,7 @@ def describe_allowed(s: Setting) -> str:
     if s.type == "enum":
         hidden = ENUM_ALIASES.get(s.name, {})
         names = [n for n in s.enum_names if n not in hidden or s.name == "check_temp_table"]
-        return "expected one of " + ", ".join(dict.fromkeys(names))
+        return "expected one of " + ", ".join(dict.fromkeys(n or "'' (none)" for n in names))
     if s.type in ("int", "real"):
         kind = "an integer" if s.type == "int" else "a number"
         unit = f" (unit {s.unit} unless given, e.g. 30{'s' if s.unit in ('s', 'ms', 'min') else 'kB'})" if s.unit else ""
@@ -542,6 +543,10 @@ class Config:
                             self.node_value("heartbeat_device", i))
             for i in sorted(set(nv["heartbeat_hostname"]) | set(nv["heartbeat_port"]))]
         v = self.values
+        low, high = v["ssl_min_protocol_version"], v["ssl_max_protocol_version"]
+        if high and TLS_ORDER[high] < TLS_ORDER[low]:
+            raise self._error(f"ssl_max_protocol_version ({high}) cannot be lower than "
+                              f"ssl_min_protocol_version ({low})", "ssl_max_protocol_version")
         if v["reserved_connections"] >= v["num_init_children"]:
             raise self._error(f"reserved_connections ({v['reserved_connections']}) must be less than "
                               f"num_init_children ({v['num_init_children']})", "reserved_connections")

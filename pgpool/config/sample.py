@@ -71,7 +71,7 @@ def render_value(s: Setting, value=None) -> str:
 def _entry(s: Setting, name: str, value: str, commented: bool = True) -> list[str]:
     notes = [s.description]
     if s.type == "enum":
-        shown = dict.fromkeys(n for n, _ in s.enum_values)
+        shown = dict.fromkeys(n or "'' (none)" for n, _ in s.enum_values)
         notes.append("One of: " + ", ".join(shown))
     if s.context == INIT:
         notes.append("(change requires restart)")

@@ -39,6 +39,7 @@ MEMQCACHE_METHODS = (("shmem", 1), ("memcached", 2))
 DLBOW_MODES = (("off", 1), ("transaction", 2), ("trans_transaction", 3), ("always", 4), ("dml_adaptive", 5))
 RELCACHE_TARGETS = (("primary", 1), ("load_balance_node", 2))
 CHECK_TEMP_TABLE_MODES = (("catalog", 1), ("trace", 2), ("none", 3), ("on", 4), ("off", 5))
+TLS_VERSIONS = (("TLSv1", 1), ("TLSv1.1", 2), ("TLSv1.2", 3), ("TLSv1.3", 4))   # PostgreSQL's names
 
 # Accepted-but-not-listed enum names and what they mean (pgpool hides "debug"; on/off are 4.2 leftovers).
 ENUM_ALIASES = {
@@ -220,6 +221,12 @@ _TABLE = (
     _s('ssl_passphrase_command', 'string', '', INIT, 'ssl',
        'Command to obtain passphrases for SSL key files.',
        section=5, seq=124),
+    _s('ssl_min_protocol_version', 'enum', 'TLSv1.2', INIT, 'ssl',
+       'Minimum TLS protocol version of client connections (as PostgreSQL\'s).',
+       enum=TLS_VERSIONS, section=5, seq=1010, extension=True),
+    _s('ssl_max_protocol_version', 'enum', '', INIT, 'ssl',
+       'Maximum TLS protocol version of client connections; empty: the highest OpenSSL offers.',
+       enum=(("", 0),) + TLS_VERSIONS, section=5, seq=1011, extension=True),
     _s('num_init_children', 'int', 32, INIT, 'connection_pool',
        'Number of children pre-forked for client connections.',
        lo=1, hi=INT_MAX, section=6, seq=44),

@@ -13,8 +13,10 @@ Follows pgpool-II 4.3 (src/utils/pool_ssl.c):
   a TLS handshake, 'N' continues in plain text.  The server certificate is verified against
   ``ssl_ca_cert`` / ``ssl_ca_cert_dir`` when set (chain only, no host name check, as pgpool-II).
 
-pgpool-II 4.3 has no protocol-version settings; TLS 1.2 is the minimum here (PostgreSQL's default
-``ssl_min_protocol_version``; OpenSSL 3 refuses older versions at its default security level anyway).
+pgpool-II 4.3 has no protocol-version settings; ours are PostgreSQL's ``ssl_min_protocol_version``
+(default TLSv1.2) and ``ssl_max_protocol_version`` (default none), for client connections.  OpenSSL 3
+refuses TLS 1.0 and 1.1 at its default security level whatever the minimum says (``ssl_ciphers``
+with ``@SECLEVEL=0`` allows them).  Towards PostgreSQL TLS 1.2 is the minimum.
 File settings may be relative to the directory of pgpool.conf (pgpool-II resolves ssl_cert,
 ssl_key, ssl_ca_cert and ssl_crl_file so; here every TLS file setting is).
 """
@@ -34,7 +36,9 @@ from pgpool.protocol import messages as m
 
 SSL_REQUEST = struct.pack("!ii", 8, m.SSL_REQUEST_CODE)
 PASSPHRASE_PROMPT = "Enter PEM pass phrase:"
-MIN_VERSION = ssl.TLSVersion.TLSv1_2
+MIN_VERSION = ssl.TLSVersion.TLSv1_2          # towards PostgreSQL (libpq's default minimum too)
+TLS_VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+                "TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 KEY_MODE_DETAIL = ("File must have permissions u=rw (0600) or less if owned by the Pgpool-II user, "
                    "or permissions u=rw,g=r (0640) or less if owned by root.")
 
@@ -197,7 +201,9 @@ def frontend_context(cfg, config_dir: str, problems: list | None = None) -> Fron
     der = _read_certificate(cert)
     _check_key_file(key, problems)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = MIN_VERSION
+    context.minimum_version = TLS_VERSIONS[cfg.ssl_min_protocol_version]
+    if cfg.ssl_max_protocol_version:
+        context.maximum_version = TLS_VERSIONS[cfg.ssl_max_protocol_version]
     # No session tickets: OP_NO_TICKET stops TLS 1.2's; TLS 1.3 would still send 2 stateful
     # ones per handshake, for a per-process session cache no client can use (its next
     # connection lands on another worker).  PostgreSQL sends none either.

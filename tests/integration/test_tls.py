@@ -216,6 +216,28 @@ def test_pgbench_over_tls(pgpool, pki, cluster):
     assert "number of transactions actually processed: 50/50" in proc.stdout
 
 
+# ---- ssl_min_protocol_version / ssl_max_protocol_version (ours only: pgpool-II 4.3 has neither) ----
+
+def test_protocol_version_limits(cluster, pki):
+    pgpool = start(cluster, pki, OUR_PGPOOL, ssl_min_protocol_version="TLSv1.3")
+    try:
+        proc = run_psql(pgpool, pki, "sslonly", "require", "\\conninfo")
+        assert proc.returncode == 0 and "SSL connection (protocol: TLSv1.3" in proc.stdout, proc.stderr
+        proc = run_psql(pgpool, pki, "sslonly", "require", ssl_max_protocol_version="TLSv1.2")
+        assert proc.returncode != 0 and "SSL error" in proc.stderr and "protocol version" in proc.stderr
+        assert "pool_ssl: SSL handshake with client 127.0.0.1 failed" in pgpool.log_text()
+        proc = run_psql(pgpool, pki, "anyuser", "disable")          # plain text is not affected
+        assert proc.returncode == 0 and proc.stdout.strip() == "anyuser", proc.stderr
+    finally:
+        pgpool.cleanup()
+    pgpool = start(cluster, pki, OUR_PGPOOL, ssl_max_protocol_version="TLSv1.2")
+    try:
+        proc = run_psql(pgpool, pki, "sslonly", "require", "\\conninfo")
+        assert proc.returncode == 0 and "SSL connection (protocol: TLSv1.2" in proc.stdout, proc.stderr
+    finally:
+        pgpool.cleanup()
+
+
 # ---- configuration problems ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", list(COMMANDS))

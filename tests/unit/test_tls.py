@@ -13,7 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 
 from pgpool.auth import exchange, scram
-from pgpool.config.parser import Config
+from pgpool.config.errors import ConfigError
+from pgpool.config.parser import Config, parse_config_text
 from pgpool.proxy import tls
 from pgpool.tools import certs
 
@@ -440,3 +441,50 @@ def test_tls_socket_timeout_and_close_notify(tls_pair):
     server.close_notify()                           # the peer never answers: returns at once
     client.settimeout(5)
     assert client.recv(1) == b""                    # the client saw close_notify
+
+
+# ---- ssl_min_protocol_version / ssl_max_protocol_version (ours, as PostgreSQL's) ------------------
+
+def versioned_client(pki, highest: ssl.TLSVersion) -> ssl.SSLContext:
+    ctx = client_context(pki)
+    ctx.maximum_version = highest
+    return ctx
+
+
+@pytest.mark.parametrize("settings, client_highest, outcome", [
+    ({}, ssl.TLSVersion.TLSv1_3, "TLSv1.3"),
+    ({}, ssl.TLSVersion.TLSv1_2, "TLSv1.2"),
+    ({"ssl_min_protocol_version": "TLSv1.3"}, ssl.TLSVersion.TLSv1_3, "TLSv1.3"),
+    ({"ssl_min_protocol_version": "TLSv1.3"}, ssl.TLSVersion.TLSv1_2, "refused"),
+    ({"ssl_max_protocol_version": "TLSv1.2"}, ssl.TLSVersion.TLSv1_3, "TLSv1.2"),
+], ids=["default", "default-client-1.2", "min-1.3", "min-1.3-client-1.2", "max-1.2"])
+def test_protocol_version_limits(pki, settings, client_highest, outcome):
+    front = tls.frontend_context(config(pki, **settings), str(pki.directory))
+    server_side, client_side = handshake(front, versioned_client(pki, client_highest))
+    if outcome == "refused":
+        assert isinstance(server_side, tls.TlsHandshakeError)
+        assert "unsupported protocol" in str(server_side)
+        assert isinstance(client_side, (ssl.SSLError, OSError))
+    else:
+        assert server_side.version() == outcome == client_side.version()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("ssl_min_protocol_version = 'TLSv1.3'\nssl_max_protocol_version = 'TLSv1.2'\n",
+     'in file "pgpool.conf" line 2: ssl_max_protocol_version (TLSv1.2) cannot be lower than '
+     "ssl_min_protocol_version (TLSv1.3)"),
+    ("ssl_min_protocol_version = 'SSLv3'\n",
+     'invalid value for parameter "ssl_min_protocol_version": "SSLv3" in file "pgpool.conf" line 1: '
+     "expected one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"),
+    ("ssl_max_protocol_version = 'tls1.3'\n",
+     "expected one of '' (none), TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"),
+])
+def test_protocol_version_settings_errors_name_file_and_line(text, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(text)
+    assert message in str(info.value)
+
+
+def test_protocol_version_names_are_case_insensitive():
+    cfg = parse_config_text("ssl_min_protocol_version = 'tlsv1.3'\nssl_max_protocol_version = ''\n")
+    assert (cfg.ssl_min_protocol_version, cfg.ssl_max_protocol_version) == ("TLSv1.3", "")
