@@ -35,6 +35,7 @@ SPECIAL = {
     "verifier_trust": ("scram", "trust", "verifier"),    # a SCRAM verifier authenticates the client
     "plain_md5": ("md5", "md5", "plain"),                # no prefix: plain text
     "noentry": ("md5", "trust", None),                   # no pool_passwd line at all
+    "expired": ("scram", "scram", "text"),               # PostgreSQL role VALID UNTIL the past
 }
 
 
@@ -58,7 +59,7 @@ def cluster():
         for user, back in users.items():
             encryption = "md5" if back == "md5" else "scram-sha-256"
             sql.append(f"SET password_encryption = '{encryption}'; CREATE ROLE {user} LOGIN PASSWORD '{PASSWORD}';")
-        cluster.primary.psql("".join(sql))
+        cluster.primary.psql("".join(sql) + "ALTER ROLE expired VALID UNTIL '2000-01-01';")
         hba = ("local all all trust\nlocal replication all trust\nhost all postgres 127.0.0.1/32 trust\n"
                + "".join(f"host all {u} 127.0.0.1/32 {BACKEND[b]}\n" for u, b in users.items()))
         for node in cluster.nodes:
@@ -206,6 +207,21 @@ def test_scram_backend_needs_a_clear_password(pgpool):
     if pgpool.name == "ours":
         assert sqlstate == "28P01"
         assert 'needs the plain text password of user "md5hash_scram"' in detail
+
+
+def test_expired_backend_password(pgpool):
+    """pool_passwd still knows the password, PostgreSQL says it expired: ours relays PostgreSQL's
+    FATAL 28P01 (which does not say why), pgpool-II 4.3 an ERROR XX000 of its own; no node is
+    detached and others log in."""
+    result = raw_login(pgpool.port, "expired", PASSWORD)
+    if pgpool.name == "ours":
+        assert error_of(result)[:3] == ("FATAL", "28P01", 'password authentication failed for user "expired"')
+    else:
+        assert error_of(result) == ("ERROR", "XX000", "backend authentication failed",
+                                    "backend response with kind 'E' when expecting 'R'")
+    assert libpq_login(pgpool, user_of("scram", "scram")) == user_of("scram", "scram")
+    with psycopg.connect(pgpool.dsn(sslmode="disable"), autocommit=True, connect_timeout=10) as conn:
+        assert [row[3] for row in conn.execute("SHOW pool_nodes").fetchall()] == ["up", "up"]
 
 
 def test_failures_leave_everything_working(pgpool):
