@@ -177,22 +177,19 @@ class StartupError(Exception):
 
 def parse_startup_params(body: bytes) -> dict[str, str]:
     """Parameters of a v3 StartupMessage body (after the version int32)."""
-    params: dict[str, str] = {}
-    parts = body.split(b"\0")
-    # body ends with a terminating NUL, so the split ends with ['', ''] (or [''] if empty)
     if not body.endswith(b"\0"):
         raise StartupError("invalid startup packet layout: expected terminator as last byte")
-    items = parts[:-2] if len(parts) >= 2 else []
+    try:
+        text = body[:-1].decode()       # NUL never occurs inside a UTF-8 sequence
+    except UnicodeDecodeError as e:
+        raise StartupError("invalid byte sequence in startup packet") from e
+    # names and values, then the empty string before the terminator
+    items = text.split("\0")[:-1] if text else []
     if len(items) % 2:
         raise StartupError("invalid startup packet layout: missing value for a parameter")
-    for i in range(0, len(items), 2):
-        try:
-            k, v = items[i].decode(), items[i + 1].decode()
-        except UnicodeDecodeError as e:
-            raise StartupError("invalid byte sequence in startup packet") from e
-        if not k:
-            raise StartupError("invalid startup packet layout: empty parameter name")
-        params[k] = v
+    params = dict(zip(items[::2], items[1::2]))
+    if "" in params:
+        raise StartupError("invalid startup packet layout: empty parameter name")
     return params
 
 

@@ -56,6 +56,8 @@ def test_scan_messages_stops_at_partial():
 @pytest.mark.parametrize("params", [
     {"user": "alice", "database": "db", "application_name": "psql"},
     {"user": "u"},
+    {"user": "b\u00e4r", "options": "-c search_path=x", "application_name": ""},
+    {},
 ])
 def test_startup_round_trip(params):
     pkt = m.startup_message(params)
@@ -69,6 +71,7 @@ def test_startup_round_trip(params):
     (b"user\0\0", "missing value"),
     (b"\0x\0\0", "empty parameter name"),
     (b"user\0\xff\xfe\0\0", "invalid byte sequence"),
+    (b"\xff\0", "invalid byte sequence"),          # even where no parameter could be read
 ])
 def test_startup_params_errors(body, message):
     with pytest.raises(m.StartupError, match=message):
