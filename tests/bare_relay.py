@@ -40,9 +40,9 @@ def _serve(listener: socket.socket, backend_port: int) -> None:
             backend.close()
 
 
-def main() -> int:
-    listen_port, backend_port = int(sys.argv[1]), int(sys.argv[2])
-    workers = int(sys.argv[3]) if len(sys.argv) > 3 else 32
+def prefork(listen_port: int, workers: int, serve) -> None:
+    """Listen on 127.0.0.1:`listen_port`, fork `workers` processes running `serve(listener)`,
+    and wait until SIGINT or SIGTERM, which kills them (shared by tests/bare_tls.py)."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", listen_port))
@@ -52,7 +52,7 @@ def main() -> int:
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            _serve(listener, backend_port)
+            serve(listener)
             os._exit(0)
         children.append(pid)
 
@@ -68,6 +68,13 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     while True:
         signal.pause()
+
+
+def main() -> int:
+    listen_port, backend_port = int(sys.argv[1]), int(sys.argv[2])
+    workers = int(sys.argv[3]) if len(sys.argv) > 3 else 32
+    prefork(listen_port, workers, lambda listener: _serve(listener, backend_port))
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ checks, logs or counts anything.  `python -m tests.bench_auth_tls` runs it besid
 pgpool-II in its TLS scenarios.  Not part of the product.
 """
 
-import os
-import signal
 import socket
 import ssl
 import struct
 import sys
 
 from pgpool.proxy import tls
+from tests.bare_relay import prefork
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 DISCARD_ALL = b"Q\0\0\0\x10DISCARD ALL\0"
@@ -90,32 +89,8 @@ def main() -> int:
     if ca:
         context.load_verify_locations(ca)
         context.verify_mode = ssl.CERT_OPTIONAL
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", listen_port))
-    listener.listen(128)
-    children = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            _serve(listener, context, backend_port)
-            os._exit(0)
-        children.append(pid)
-
-    def stop(_signum, _frame):
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        sys.exit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while True:
-        signal.pause()
-
+    prefork(listen_port, workers, lambda listener: _serve(listener, context, backend_port))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

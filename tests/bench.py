@@ -35,7 +35,7 @@ WORKLOADS = {
 }
 
 
-def _wait_port(port: int, timeout: float = 30) -> None:
+def wait_port(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -94,7 +94,7 @@ def start_pgpool(name: str, argv0: list[str], workdir: Path, cluster, mode: str)
     proc = subprocess.Popen(argv0 + ["-n", "-D", "-f", str(conf), "-F", str(workdir / "pcp.conf"),
                                      "-a", str(workdir / "pool_hba.conf")],
                             stdout=log, stderr=subprocess.STDOUT)
-    _wait_port(port)
+    wait_port(port)
     time.sleep(1.0)
     return Target(name, port, proc, workdir)
 
@@ -134,7 +134,7 @@ def main() -> int:
         bare_port = free_ports(1)[0]
         bare = subprocess.Popen([sys.executable, "-m", "tests.bare_relay", str(bare_port),
                                  str(primary.state.port)], cwd=ROOT)
-        _wait_port(bare_port)
+        wait_port(bare_port)
         targets.append(Target("bare-relay", bare_port, bare))
     targets.append(start_pgpool("ours", [sys.executable, "-m", "pgpool.cli"], base / "ours",
                                 cluster, mode))

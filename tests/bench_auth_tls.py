@@ -24,12 +24,10 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,6 +35,7 @@ import psutil
 
 from pgpool.tools import certs
 from pgpool.tools.cluster import PgCluster, free_ports
+from tests.bench import wait_port
 from tests.harness.clients import client_program
 from tests.harness.pgpool_process import OUR_PGPOOL, REAL_PGPOOL, PgpoolProcess
 
@@ -61,15 +60,12 @@ def start_bare(cluster: PgCluster, pki) -> Bare:
     port = free_ports(1)[0]
     proc = subprocess.Popen([sys.executable, "-m", "tests.bare_tls", str(port), str(cluster.primary.port),
                              str(pki.server.cert_path), str(pki.server.key_path), str(pki.ca.cert_path)])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return Bare(port, proc.pid, proc)
-        except OSError:
-            time.sleep(0.2)
-    proc.terminate()
-    raise RuntimeError("tests/bare_tls.py did not start")
+    try:
+        wait_port(port)
+    except RuntimeError:
+        proc.terminate()
+        raise
+    return Bare(port, proc.pid, proc)
 
 
 def tree_cpu(pid: int) -> float:

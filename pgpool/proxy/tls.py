@@ -32,13 +32,14 @@ import subprocess
 from dataclasses import dataclass, field
 
 from pgpool import log
+from pgpool.config import settings
 from pgpool.protocol import messages as m
 
 SSL_REQUEST = struct.pack("!ii", 8, m.SSL_REQUEST_CODE)
 PASSPHRASE_PROMPT = "Enter PEM pass phrase:"
 MIN_VERSION = ssl.TLSVersion.TLSv1_2          # towards PostgreSQL (libpq's default minimum too)
-TLS_VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
-                "TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+# ssl_min/max_protocol_version names (PostgreSQL's: TLSv1.2) -> ssl.TLSVersion (TLSv1_2)
+TLS_VERSIONS = {name: ssl.TLSVersion[name.replace(".", "_")] for name, _ in settings.TLS_VERSIONS}
 KEY_MODE_DETAIL = ("File must have permissions u=rw (0600) or less if owned by the Pgpool-II user, "
                    "or permissions u=rw,g=r (0640) or less if owned by root.")
 
@@ -362,9 +363,6 @@ class TlsSocket:
 
     def settimeout(self, timeout: float | None) -> None:
         self.sock.settimeout(timeout)
-
-    def setblocking(self, flag: bool) -> None:
-        self.sock.setblocking(flag)
 
     def setsockopt(self, *args) -> None:
         self.sock.setsockopt(*args)
